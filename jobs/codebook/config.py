@@ -1,0 +1,7 @@
+"""Configuration of the codebook stage."""
+
+from jobs.common.config import StageConfig
+
+
+class CodebookConfig(StageConfig):
+    pass

@@ -1,0 +1,7 @@
+"""Configuration of the embed stage."""
+
+from jobs.common.config import StageConfig
+
+
+class EmbedConfig(StageConfig):
+    pass

@@ -1,0 +1,7 @@
+"""Configuration of the ingest stage."""
+
+from jobs.common.config import StageConfig
+
+
+class IngestConfig(StageConfig):
+    pass

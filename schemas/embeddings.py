@@ -1,0 +1,23 @@
+"""Item embeddings: one row per item and space."""
+
+import pyarrow as pa
+
+from schemas._base import columns, with_version
+
+VERSION = "1"
+
+EMBEDDINGS = with_version(
+    pa.schema(
+        [
+            pa.field("item_id", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+            pa.field("space", pa.string(), nullable=False),  # "text" | "collaborative" | "fused"
+            pa.field("text_hash", pa.string()),  # hash of the rendered text the vector came from
+            pa.field("model_fingerprint", pa.string()),  # which model/space produced it
+        ]
+    ),
+    "embeddings",
+    VERSION,
+)
+
+C = columns(EMBEDDINGS)
