@@ -21,3 +21,11 @@ EMBEDDINGS = with_version(
 )
 
 C = columns(EMBEDDINGS)
+
+# The embed stage's incremental cache (one directory per encoder fingerprint): the vector of each
+# rendered text, keyed by the text's hash. Same column names and types as EMBEDDINGS.
+EMBEDDING_CACHE = with_version(
+    pa.schema([EMBEDDINGS.field(C.text_hash).with_nullable(False), EMBEDDINGS.field(C.embedding)]),
+    "embedding_cache",
+    VERSION,
+)

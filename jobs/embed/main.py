@@ -1,0 +1,142 @@
+"""Embed stage: catalog -> one normalised text embedding per item (layout.text_embeddings).
+
+Reads ``layout.catalog``; writes ``layout.text_embeddings`` (EMBEDDINGS, space="text"), refused
+items to ``layout.quarantine / "embed"`` (QUARANTINE) and new vectors to the incremental cache in
+``ctx.cache_dir / "embeddings"``. Rows in = rows out + rows quarantined, checked before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from jobs.common.io import read_table, write_table
+from jobs.common.stage import StageContext, StageResult, stage_main
+from jobs.embed.cache import EmbeddingCache
+from jobs.embed.encoder import EncoderSpec
+from jobs.embed.transform import (
+    FALLBACK,
+    REASON,
+    STAGE,
+    attach_embeddings,
+    cache_usage,
+    encode_texts,
+    quarantine_rows,
+    render_items,
+    texts_to_embed,
+    usable_items,
+)
+from schemas.catalog import CATALOG
+from schemas.convert import to_spark
+from schemas.embeddings import EMBEDDING_CACHE, EMBEDDINGS
+from schemas.embeddings import C as E
+from schemas.quarantine import QUARANTINE
+
+log = logging.getLogger("sidpipe.embed")
+
+
+def quarantine_path(ctx: StageContext):
+    return ctx.layout.quarantine / STAGE
+
+
+def run(ctx: StageContext) -> StageResult:
+    from pyspark.sql import functions as F
+
+    cfg = ctx.config.embed
+    started = time.perf_counter()
+    # Resolve the model first: a wrong path or an unusable device fails here, before any Spark job.
+    spec = EncoderSpec.from_config(cfg, threads=cfg.torch_threads_per_worker)
+    spark = ctx.spark
+
+    catalog = read_table(spark, ctx.layout.catalog, CATALOG)
+    rendered = render_items(catalog, cfg=cfg).cache()
+    try:
+        summary = rendered.agg(
+            F.count(F.lit(1)).alias("items"),
+            F.count(REASON).alias("refused"),
+            F.count(F.when(F.col(FALLBACK), 1)).alias("fallbacks"),
+        ).first()
+        write_table(quarantine_rows(rendered), quarantine_path(ctx), QUARANTINE, num_files=1)
+
+        usable = usable_items(rendered)
+        cache = EmbeddingCache(ctx.cache_dir / "embeddings", spec.fingerprint)
+        cached = cache.read(spark)
+        hits, misses = cache_usage(usable, cached)
+
+        texts_embedded, encode_seconds = 0, 0.0
+        if misses:
+            partitions = cfg.partitions or spark.sparkContext.defaultParallelism
+            encode_started = time.perf_counter()
+            added = cache.add(encode_texts(texts_to_embed(usable, cached, partitions=partitions), spec=spec))
+            encode_seconds = time.perf_counter() - encode_started
+            texts_embedded = _row_count(added)
+            cached = cache.read(spark)
+        if cached is None:  # nothing usable and nothing cached yet
+            cached = spark.createDataFrame([], to_spark(EMBEDDING_CACHE))
+
+        output = attach_embeddings(usable, cached, model_fingerprint=spec.fingerprint)
+        write_table(output, ctx.layout.text_embeddings, EMBEDDINGS, num_files=cfg.output_files or None)
+    finally:
+        rendered.unpersist()
+
+    written = (
+        read_table(spark, ctx.layout.text_embeddings, EMBEDDINGS)
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.countDistinct(E.item_id).alias("items"),
+            F.count(E.embedding).alias("with_vector"),
+            F.min(F.size(E.embedding)).alias("min_dim"),
+            F.max(F.size(E.embedding)).alias("max_dim"),
+        )
+        .first()
+    )
+    items_in, refused = int(summary["items"]), int(summary["refused"])
+    items_out = int(written["rows"])
+    if items_in != items_out + refused or written["items"] != items_out:
+        raise RuntimeError(f"embed lost rows: {items_in} in, {items_out} out, {refused} quarantined")
+    if written["with_vector"] != items_out or written["min_dim"] != written["max_dim"]:
+        raise RuntimeError(
+            f"embed wrote {items_out - written['with_vector']} items without a vector, or vectors of "
+            f"different sizes ({written['min_dim']}..{written['max_dim']}): the cache under {cache.dir} is inconsistent"
+        )
+
+    total_seconds = time.perf_counter() - started
+    metrics = {
+        "model_id": spec.model_id,
+        "model_weights_fingerprint": spec.weights_fingerprint,
+        "encoder_fingerprint": spec.fingerprint,
+        "device": spec.device,
+        "precision": spec.precision,
+        "max_seq_length": spec.max_seq_length,
+        "batch_size": spec.batch_size,
+        "embedding_dim": int(written["max_dim"] or 0),
+        "cache_hits": hits,
+        "cache_misses": misses,
+        "texts_embedded": texts_embedded,
+        "text_fallbacks": int(summary["fallbacks"]),
+        "encode_seconds": round(encode_seconds, 3),
+        "encode_items_per_second": round(texts_embedded / encode_seconds, 1) if encode_seconds else None,
+        "stage_seconds": round(total_seconds, 3),
+        "model_path": spec.model_path,
+    }
+    log.info("embed: %d items, %d quarantined, cache %d hits / %d misses", items_out, refused, hits, misses)
+    return StageResult(
+        counts={"items_in": items_in, "items_out": items_out, "quarantined": refused},
+        metrics=metrics,
+        outputs={
+            "text_embeddings": str(ctx.layout.text_embeddings),
+            "quarantine": str(quarantine_path(ctx)),
+            "cache": str(cache.dir),
+        },
+    )
+
+
+def _row_count(files) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
+if __name__ == "__main__":
+    sys.exit(stage_main("embed", run))

@@ -1,0 +1,221 @@
+"""The embed stage end to end on a real SparkSession and the real MiniLM model (120 sample items).
+
+One module fixture runs the stage four times (cold cache, warm rerun, 5% changed, second cold cache);
+the tests check rows in = rows out + quarantined, fallbacks, cache hits/misses, determinism, and that
+the Spark job's vectors are the plain-Python encoder's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.common.io import write_table
+from jobs.common.layout import RunLayout
+from jobs.common.pipeline_config import PipelineConfig
+from jobs.common.stage import Inputs, StageContext
+from jobs.embed.cache import TMP_PREFIX
+from jobs.embed.encoder import EncoderSpec, ModelNotFoundError, get_encoder, weights_fingerprint
+from jobs.embed.main import quarantine_path, run
+from jobs.embed.text import Reason, render_text, text_hash
+from schemas.catalog import CATALOG
+from schemas.catalog import C as CAT
+from schemas.convert import to_spark
+from schemas.embeddings import EMBEDDINGS
+from schemas.embeddings import C as E
+from schemas.quarantine import QUARANTINE
+from schemas.quarantine import C as Q
+
+pytestmark = pytest.mark.spark
+
+N_ITEMS = 120
+CHANGED = [str(i) for i in range(60, 66)]  # 5% of the items get a new title in snapshot 2
+# Short sequences keep the suite fast; the equivalence at full length is in test_embed_encoder.
+OVERRIDES = {"embed": {"max_seq_length": 32}}
+
+
+def load_items(path: Path, n: int) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        items = [json.loads(line) for _, line in zip(range(n), fh)]
+    for item in items:
+        item.update(price=None, attributes=None, updated_at=None, text_hash="ingest-hash")
+    # Bad input on purpose: no title (falls back), no text at all (quarantined), category only,
+    # and a duplicate listing whose text is identical to another item's.
+    items[0]["title"] = None
+    items[1].update(title="  ", description="", brand=None, category_path=None)
+    items[2].update(title=None, description=None, brand=None)
+    items[4].update({k: items[5][k] for k in ("title", "description", "brand", "category_path")})
+    return items
+
+
+def make_ctx(spark, base: Path, name: str, items: list[dict], *, cache: str, overrides=None) -> StageContext:
+    layout = RunLayout(base / name)
+    write_table(spark.createDataFrame(items, to_spark(CATALOG)), layout.catalog, CATALOG, num_files=1)
+    return StageContext(
+        spark=spark,
+        layout=layout,
+        config=PipelineConfig.load(overrides=overrides or OVERRIDES),
+        inputs=Inputs("", ""),
+        snapshot_id=name,
+        cache_dir=base / cache,
+    )
+
+
+def read_output(ctx: StageContext) -> pd.DataFrame:
+    return ctx.spark.read.schema(to_spark(EMBEDDINGS)).parquet(str(ctx.layout.text_embeddings)).toPandas()
+
+
+@pytest.fixture(scope="module")
+def runs(spark, sample_catalog, tmp_path_factory):
+    base = tmp_path_factory.mktemp("embed")
+    items = load_items(sample_catalog, N_ITEMS)
+    changed = [dict(item) for item in items]
+    for item in changed:
+        if item[CAT.item_id] in CHANGED:
+            item["title"] = f"Refurbished {item['title']}"
+    out = {"items": items, "changed_items": changed, "base": base}
+    plan = [
+        ("cold", items, "cache"),
+        ("warm", items, "cache"),
+        ("changed", changed, "cache"),
+        ("cold_again", items, "cache2"),
+    ]
+    for name, catalog, cache in plan:
+        ctx = make_ctx(spark, base, name, catalog, cache=cache)
+        if name == "changed":
+            # What a run killed after Spark wrote its cache files but before publishing them leaves.
+            stale = (
+                ctx.cache_dir
+                / "embeddings"
+                / f"encoder={out['cold'][1].metrics['encoder_fingerprint']}"
+                / f"{TMP_PREFIX}dead"
+            )
+            stale.mkdir(parents=True)
+            (stale / "part-00000.snappy.parquet").write_bytes(b"truncated garbage")
+            out["stale_dir"] = stale
+        started = time.perf_counter()
+        result = run(ctx)
+        out[name] = (ctx, result, read_output(ctx), time.perf_counter() - started)
+    return out
+
+
+def test_rows_in_equal_rows_out_plus_quarantined(runs):
+    ctx, result, output, _ = runs["cold"]
+    assert result.counts == {"items_in": N_ITEMS, "items_out": N_ITEMS - 1, "quarantined": 1}
+    assert len(output) == result.counts["items_out"] and output[E.item_id].is_unique
+    quarantined = ctx.spark.read.schema(to_spark(QUARANTINE)).parquet(str(quarantine_path(ctx))).toPandas()
+    assert len(quarantined) == 1
+    row = quarantined.iloc[0]
+    assert (row[Q.stage], row[Q.source], row[Q.reason]) == ("embed", "catalog", Reason.NO_TEXT.value)
+    assert json.loads(row[Q.record])[CAT.item_id] == "1"
+    assert set(output[E.item_id]) | {"1"} == {item[CAT.item_id] for item in runs["items"]}
+
+
+def test_output_schema_order_and_vectors(runs):
+    ctx, result, output, _ = runs["cold"]
+    table = ctx.spark.read.parquet(str(ctx.layout.text_embeddings))
+    assert [f.name for f in table.schema.fields] == EMBEDDINGS.names
+    assert output[E.item_id].tolist() == sorted(output[E.item_id])
+    vectors = np.stack(output[E.embedding].to_numpy())
+    assert vectors.shape == (N_ITEMS - 1, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert set(output[E.space]) == {"text"}
+    assert set(output[E.model_fingerprint]) == {result.metrics["encoder_fingerprint"]}
+
+
+def test_text_hash_is_the_hash_of_the_rendered_text(runs):
+    ctx, _, output, _ = runs["cold"]
+    by_id = {item[CAT.item_id]: item for item in runs["items"]}
+    expected = [text_hash(render_text(by_id[i], ctx.config.embed)) for i in output[E.item_id]]
+    assert output[E.text_hash].tolist() == expected
+
+
+def test_spark_vectors_equal_the_plain_python_encoder(runs):
+    ctx, _, output, _ = runs["cold"]
+    cfg = ctx.config.embed
+    by_id = {item[CAT.item_id]: item for item in runs["items"]}
+    texts = [render_text(by_id[i], cfg) for i in output[E.item_id]]
+    direct = get_encoder(EncoderSpec.from_config(cfg)).encode(texts)
+    np.testing.assert_allclose(np.stack(output[E.embedding].to_numpy()), direct, atol=1e-5, rtol=0)
+
+
+def test_missing_fields_fall_back_and_duplicates_share_a_vector(runs):
+    ctx, result, output, _ = runs["cold"]
+    vectors = dict(zip(output[E.item_id], output[E.embedding]))
+    assert {"0", "2"} <= set(vectors)  # no title / category only: still embedded
+    assert result.metrics["text_fallbacks"] == 2
+    np.testing.assert_array_equal(vectors["4"], vectors["5"])
+    # identical texts (item 4 and 5, plus any duplicate listings in the sample) are embedded once
+    texts = {render_text(item, ctx.config.embed) for item in runs["items"]} - {""}
+    assert result.metrics["texts_embedded"] == len(texts) < N_ITEMS - 1
+
+
+def test_metrics_name_the_model_and_its_weights(runs):
+    _, result, _, _ = runs["cold"]
+    metrics = result.metrics
+    assert metrics["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert metrics["model_weights_fingerprint"] == weights_fingerprint(Path(metrics["model_path"]))
+    assert (metrics["device"], metrics["precision"], metrics["max_seq_length"]) == ("cpu", "fp32", 32)
+    assert (metrics["cache_hits"], metrics["cache_misses"]) == (0, N_ITEMS - 1)
+
+
+def test_rerun_reads_everything_from_the_cache_byte_identical(runs):
+    _, _, cold_out, _ = runs["cold"]
+    ctx, warm, warm_out, _ = runs["warm"]
+    assert (warm.metrics["cache_hits"], warm.metrics["cache_misses"], warm.metrics["texts_embedded"]) == (
+        N_ITEMS - 1,
+        0,
+        0,
+    )
+    pd.testing.assert_frame_equal(warm_out, cold_out)
+    files = sorted(ctx.layout.text_embeddings.glob("*.parquet"))
+    cold_files = sorted(runs["cold"][0].layout.text_embeddings.glob("*.parquet"))
+    assert [f.read_bytes() for f in files] == [f.read_bytes() for f in cold_files]
+
+
+def test_changed_items_are_the_only_misses(runs):
+    _, _, cold_out, _ = runs["cold"]
+    _, changed, changed_out, _ = runs["changed"]
+    assert changed.metrics["cache_misses"] == len(CHANGED)
+    assert changed.metrics["cache_hits"] == N_ITEMS - 1 - len(CHANGED)
+    assert changed.metrics["texts_embedded"] == len(CHANGED)
+    old = cold_out.set_index(E.item_id)
+    new = changed_out.set_index(E.item_id)
+    moved = [i for i in new.index if not np.array_equal(new.at[i, E.embedding], old.at[i, E.embedding])]
+    assert sorted(moved) == sorted(CHANGED)
+    assert (new.loc[CHANGED, E.text_hash] != old.loc[CHANGED, E.text_hash]).all()
+
+
+def test_cache_files_are_only_added_and_a_killed_runs_leftovers_are_ignored(runs):
+    cache_dir = Path(runs["cold"][1].outputs["cache"])
+    files = sorted(p.name for p in cache_dir.glob("*.parquet"))
+    # cold run added its files, the warm rerun none, the changed run more; names are content hashes
+    assert len(files) >= 2 and all(len(Path(f).stem) == 16 for f in files)
+    assert runs["stale_dir"].exists()  # too young to sweep, never read (the run above succeeded)
+
+
+def test_same_inputs_with_a_cold_cache_give_identical_vectors(runs):
+    _, _, first, _ = runs["cold"]
+    _, again, second, _ = runs["cold_again"]
+    assert again.metrics["cache_misses"] == N_ITEMS - 1
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_missing_model_fails_before_any_spark_work(spark, runs):
+    ctx = make_ctx(
+        spark,
+        runs["base"],
+        "bad_model",
+        runs["items"][:3],
+        cache="cache",
+        overrides={"embed": {"model": "/nonexistent/minilm"}},
+    )
+    with pytest.raises(ModelNotFoundError, match="/nonexistent/minilm"):
+        run(ctx)
+    assert not ctx.layout.text_embeddings.exists()
+    assert not quarantine_path(ctx).exists()
