@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -288,13 +289,16 @@ def run_stages(ctx: StageContext, stages: list[StageSpec] | None = None) -> dict
             results[name] = saved
             continue
         log.info("stage %s: running", name)
+        started = time.perf_counter()
         result = fns[name](ctx)
         try:
             apply_gate(name, ctx, result)
         except GateFailed as exc:
             raise GateFailed(f"quality gate failed after stage {name!r}: {exc}") from exc
         result.metrics["_config_hash"] = ctx.config.stage_hash(name)
+        result.metrics["_wall_seconds"] = round(time.perf_counter() - started, 3)
         write_marker(ctx, name, result)
+        log.info("stage %s: done in %.1fs", name, result.metrics["_wall_seconds"])
         results[name] = result
     return results
 
@@ -463,8 +467,9 @@ def _main(argv: list[str] | None = None) -> int:
     plan = load_plan(args.plan_file)
     names = [s for s in args.stages.split(",") if s]
     results = {name: StageResult.from_dict(m) for name, m in read_markers(plan.run_dir, names).items()}
-    ctx = make_context(plan, get_session(plan.config.spark))
-    path = write_run_report(ctx, results)
+    path = None
+    if _optional("jobs.check.report", "write_report") is not None:
+        path = write_run_report(make_context(plan, get_session(plan.config.spark)), results)
     print(json.dumps({"version": plan.version, "report": str(path) if path else None}))
     return 0
 

@@ -247,10 +247,11 @@ def publish_version(
     stage_section = {
         name: {
             "counts": m.get("counts") or {},
-            "metrics": {k: v for k, v in (m.get("metrics") or {}).items() if k != "_config_hash"},
+            "metrics": {k: v for k, v in (m.get("metrics") or {}).items() if not k.startswith("_")},
             "outputs": _relative_outputs(m.get("outputs") or {}, staging, final),
             "notes": m.get("notes") or [],
             "config_hash": (m.get("metrics") or {}).get("_config_hash"),
+            "wall_seconds": (m.get("metrics") or {}).get("_wall_seconds"),
         }
         for name, m in markers.items()
     }
