@@ -44,6 +44,9 @@ _FINGERPRINT_SKIP_DIRS = {"onnx", "openvino", ".git", ".cache"}
 CPU_BATCH_SIZE = 32
 # Texts tokenised per call: large enough to amortise the call, small enough to overlap with the GPU.
 TOKENIZE_CHUNK = 4096
+# Characters per token above which a text is surely longer than max_seq_length (English word pieces
+# average ~4 characters); see TextEncoder.tokenize.
+PRETRUNCATE_CHARS_PER_TOKEN = 6
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -340,14 +343,7 @@ class TextEncoder:
         by_chars = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
         for start in range(0, len(by_chars), TOKENIZE_CHUNK):
             chunk = by_chars[start : start + TOKENIZE_CHUNK]
-            ids = plan.tokenizer(
-                [texts[i] for i in chunk],
-                truncation=True,
-                max_length=self.max_length,
-                padding=False,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )["input_ids"]
+            ids = self.tokenize([texts[i] for i in chunk])
             order = sorted(range(len(chunk)), key=lambda j: (-len(ids[j]), j))
             ids = [ids[j] for j in order]
             positions = np.asarray([chunk[j] for j in order], dtype=np.int64)
@@ -359,6 +355,35 @@ class TextEncoder:
                 if on_cuda:
                     tensors = {k: v.pin_memory() for k, v in tensors.items()}
                 yield positions[sl], tensors
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids exactly as ``tokenizer(texts, truncation=True, max_length=max_length)`` gives them.
+
+        The tokenizer reads a whole text even when it keeps only ``max_length`` tokens, and long
+        descriptions make that the GPU path's bottleneck. So a text longer than
+        ``max_length * PRETRUNCATE_CHARS_PER_TOKEN`` characters is first cut at a space before that
+        point; when the cut text still fills ``max_length`` tokens, its tokens are the full text's
+        (the pre-tokenizer splits words at spaces, so a cut between words changes no earlier token).
+        Cut texts that come out shorter are tokenised again in full.
+        """
+        plan, limit = self._plan, self.max_length
+        kwargs = {
+            "truncation": True,
+            "max_length": limit,
+            "padding": False,
+            "return_attention_mask": False,
+            "return_token_type_ids": False,
+        }
+        if not plan.word_level_pretokenizer:
+            return plan.tokenizer(texts, **kwargs)["input_ids"]
+        max_chars = limit * PRETRUNCATE_CHARS_PER_TOKEN
+        cut_at = [t.rfind(" ", 0, max_chars) if len(t) > max_chars else -1 for t in texts]
+        ids = plan.tokenizer([t[:c] if c > 0 else t for t, c in zip(texts, cut_at)], **kwargs)["input_ids"]
+        redo = [i for i, c in enumerate(cut_at) if c > 0 and len(ids[i]) < limit]
+        if redo:
+            for i, full in zip(redo, plan.tokenizer([texts[i] for i in redo], **kwargs)["input_ids"]):
+                ids[i] = full
+        return ids
 
     def _encode_fast(self, texts: list[str]) -> np.ndarray:
         import torch
@@ -388,6 +413,7 @@ class _FastPlan:
     pad_id: int
     token_type_ids: bool
     pooling_mode: str
+    word_level_pretokenizer: bool  # words are tokenised independently: safe to cut texts between words
 
 
 def _fast_path_plan(model) -> _FastPlan | None:
@@ -421,7 +447,20 @@ def _fast_path_plan(model) -> _FastPlan | None:
         pad_id=int(tokenizer.pad_token_id),
         token_type_ids="token_type_ids" in tokenizer.model_input_names,
         pooling_mode=pooling.pooling_mode,
+        word_level_pretokenizer=_splits_on_whitespace(tokenizer),
     )
+
+
+def _splits_on_whitespace(tokenizer) -> bool:
+    """True for tokenizers whose pre-tokenizer splits at spaces (BERT, RoBERTa/GPT-2 byte-level,
+    SentencePiece Metaspace): tokens never span a space, so text after a space cannot change them."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    if pre is None:
+        return False
+    names = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "ByteLevel", "Metaspace"}
+    text = repr(pre) + type(pre).__name__
+    return any(name in text for name in names)
 
 
 def _pool(hidden, mask, mode: str):

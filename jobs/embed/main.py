@@ -7,6 +7,7 @@ items to ``layout.quarantine / "embed"`` (QUARANTINE) and new vectors to the inc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -41,10 +42,12 @@ def quarantine_path(ctx: StageContext):
 
 
 def run(ctx: StageContext) -> StageResult:
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     cfg = ctx.config.embed
     started = time.perf_counter()
+    steps = StepTimer()
     # Resolve the model first: a wrong path or an unusable device fails here, before any Spark job.
     spec = EncoderSpec.from_config(cfg, threads=cfg.torch_threads_per_worker)
     spark = ctx.spark
@@ -52,48 +55,55 @@ def run(ctx: StageContext) -> StageResult:
     catalog = read_table(spark, ctx.layout.catalog, CATALOG)
     rendered = render_items(catalog, cfg=cfg).cache()
     try:
-        summary = rendered.agg(
-            F.count(F.lit(1)).alias("items"),
-            F.count(REASON).alias("refused"),
-            F.count(F.when(F.col(FALLBACK), 1)).alias("fallbacks"),
-        ).first()
-        write_table(quarantine_rows(rendered), quarantine_path(ctx), QUARANTINE, num_files=1)
+        with steps("render"):
+            summary = rendered.agg(
+                F.count(F.lit(1)).alias("items"),
+                F.count(REASON).alias("refused"),
+                F.count(F.when(F.col(FALLBACK), 1)).alias("fallbacks"),
+            ).first()
+        with steps("quarantine"):
+            write_table(quarantine_rows(rendered), quarantine_path(ctx), QUARANTINE, num_files=1)
 
         usable = usable_items(rendered)
         cache = EmbeddingCache(ctx.cache_dir / "embeddings", spec.fingerprint)
-        cached = cache.read(spark)
-        hits, misses = cache_usage(usable, cached)
+        with steps("cache_lookup"):
+            cached = cache.read(spark)
+            usable_count = int(summary["items"]) - int(summary["refused"])
+            hits, misses = cache_usage(usable, cached) if cached is not None else (0, usable_count)
 
-        texts_embedded, encode_seconds = 0, 0.0
+        texts_embedded = 0
         if misses:
             partitions = cfg.partitions or spark.sparkContext.defaultParallelism
-            encode_started = time.perf_counter()
-            added = cache.add(encode_texts(texts_to_embed(usable, cached, partitions=partitions), spec=spec))
-            encode_seconds = time.perf_counter() - encode_started
+            with steps("encode"):
+                added = cache.add(
+                    encode_texts(texts_to_embed(usable, cached, partitions=partitions), spec=spec)
+                )
             texts_embedded = _row_count(added)
             cached = cache.read(spark)
         if cached is None:  # nothing usable and nothing cached yet
             cached = spark.createDataFrame([], to_spark(EMBEDDING_CACHE))
 
-        output = attach_embeddings(usable, cached, model_fingerprint=spec.fingerprint)
-        write_table(output, ctx.layout.text_embeddings, EMBEDDINGS, num_files=cfg.output_files or None)
+        with steps("write"):
+            output = attach_embeddings(
+                usable, cached, model_fingerprint=spec.fingerprint, files=cfg.output_files
+            )
+            # Counted while writing (no second pass): rows out, and rows that found no vector.
+            check = Observation("embed_output")
+            output = output.observe(
+                check,
+                F.count(F.lit(1)).alias("rows"),
+                F.count(E.embedding).alias("with_vector"),
+                F.min(F.size(E.embedding)).alias("min_dim"),
+                F.max(F.size(E.embedding)).alias("max_dim"),
+            )
+            write_table(output, ctx.layout.text_embeddings, EMBEDDINGS, num_files=cfg.output_files or None)
+            written = check.get
     finally:
         rendered.unpersist()
 
-    written = (
-        read_table(spark, ctx.layout.text_embeddings, EMBEDDINGS)
-        .agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.countDistinct(E.item_id).alias("items"),
-            F.count(E.embedding).alias("with_vector"),
-            F.min(F.size(E.embedding)).alias("min_dim"),
-            F.max(F.size(E.embedding)).alias("max_dim"),
-        )
-        .first()
-    )
     items_in, refused = int(summary["items"]), int(summary["refused"])
     items_out = int(written["rows"])
-    if items_in != items_out + refused or written["items"] != items_out:
+    if items_in != items_out + refused:
         raise RuntimeError(f"embed lost rows: {items_in} in, {items_out} out, {refused} quarantined")
     if written["with_vector"] != items_out or written["min_dim"] != written["max_dim"]:
         raise RuntimeError(
@@ -115,9 +125,12 @@ def run(ctx: StageContext) -> StageResult:
         "cache_misses": misses,
         "texts_embedded": texts_embedded,
         "text_fallbacks": int(summary["fallbacks"]),
-        "encode_seconds": round(encode_seconds, 3),
-        "encode_items_per_second": round(texts_embedded / encode_seconds, 1) if encode_seconds else None,
+        "encode_seconds": steps.seconds.get("encode", 0.0),
+        "encode_items_per_second": round(texts_embedded / steps.seconds["encode"], 1)
+        if texts_embedded
+        else None,
         "stage_seconds": round(total_seconds, 3),
+        "step_seconds": steps.seconds,
         "model_path": spec.model_path,
     }
     log.info("embed: %d items, %d quarantined, cache %d hits / %d misses", items_out, refused, hits, misses)
@@ -130,6 +143,21 @@ def run(ctx: StageContext) -> StageResult:
             "cache": str(cache.dir),
         },
     )
+
+
+class StepTimer:
+    """Wall time per named step, for the manifest (where a slow run spent its time)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
 
 
 def _row_count(files) -> int:

@@ -132,8 +132,6 @@ def cache_usage(usable, cached):
     """(items whose vector was cached, items that need a new one), in one pass."""
     from pyspark.sql import functions as F
 
-    if cached is None:
-        return 0, usable.count()
     hit = "_cache_hit"
     row = (
         usable.join(cached.select(E.text_hash).withColumn(hit, F.lit(1)), on=E.text_hash, how="left")
@@ -143,18 +141,21 @@ def cache_usage(usable, cached):
     return int(row["hits"]), int(row["n"]) - int(row["hits"])
 
 
-def attach_embeddings(usable, cached, *, model_fingerprint: str):
-    """Usable items joined with their vectors -> EMBEDDINGS rows, sorted by item_id."""
+def attach_embeddings(usable, cached, *, model_fingerprint: str, files: int = 0):
+    """Usable items joined with their vectors -> EMBEDDINGS rows, sorted by item_id.
+
+    Written as one file (``files=1``), a sort inside the single partition orders it without the
+    sampling job a global ``orderBy`` costs.
+    """
     from pyspark.sql import functions as F
 
-    return (
-        usable.join(cached, on=E.text_hash, how="left")
-        .select(
-            F.col(CAT.item_id).alias(E.item_id),
-            F.col(E.embedding),
-            F.lit(SPACE).alias(E.space),
-            F.col(E.text_hash),
-            F.lit(model_fingerprint).alias(E.model_fingerprint),
-        )
-        .orderBy(E.item_id)
+    joined = usable.join(cached, on=E.text_hash, how="left").select(
+        F.col(CAT.item_id).alias(E.item_id),
+        F.col(E.embedding),
+        F.lit(SPACE).alias(E.space),
+        F.col(E.text_hash),
+        F.lit(model_fingerprint).alias(E.model_fingerprint),
     )
+    if files == 1:
+        return joined.coalesce(1).sortWithinPartitions(E.item_id)
+    return joined.orderBy(E.item_id)

@@ -140,3 +140,12 @@ def test_vectors_do_not_depend_on_input_order_or_batching(encoder):
     one = encoder.encode(texts[5:6])
     np.testing.assert_allclose(one[0], forward[5], atol=1e-6, rtol=0)
     assert encoder.encode([]).shape == (0, 384)
+
+
+def test_pretruncated_tokenisation_equals_the_tokenizers_own_truncation(encoder):
+    texts = sample_texts(400)
+    texts += ["word " * 2000, "x" * 5000, "short", "a " + "b" * 900 + " c"]  # long, no spaces, short, edge
+    assert encoder._plan.word_level_pretokenizer
+    plain = encoder.model.tokenizer(texts, truncation=True, max_length=encoder.max_length)["input_ids"]
+    assert encoder.tokenize(texts) == plain
+    assert sum(len(t) > 128 * 6 for t in texts) > 50  # the shortcut was actually taken
