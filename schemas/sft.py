@@ -4,7 +4,7 @@ import pyarrow as pa
 
 from schemas._base import columns, with_version
 
-VERSION = "1"
+VERSION = "2"  # 2: item_ids appended
 
 MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
 
@@ -22,6 +22,8 @@ SFT_RECORDS = with_version(
             pa.field("target_item_ids", pa.list_(pa.string())),
             pa.field("sids", pa.list_(pa.string())),  # every SID mentioned anywhere in the record
             pa.field("metadata", pa.string()),  # JSON object: template id, derived-query flag, ...
+            # every catalog item the record refers to, by SID or by title (the leakage validator's input)
+            pa.field("item_ids", pa.list_(pa.string())),
         ]
     ),
     "sft_records",
@@ -31,3 +33,5 @@ SFT_RECORDS = with_version(
 C = columns(SFT_RECORDS)
 
 SPLITS = ("train", "validation", "test")
+TRAIN, VALIDATION, TEST = SPLITS
+ROLES = ("system", "user", "assistant", "tool")

@@ -1,0 +1,47 @@
+"""The Hugging Face view of the corpus: a DatasetDict (train/validation/test) read from the Parquet folder."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from schemas.convert import to_hf_features
+from schemas.sft import SFT_RECORDS, SPLITS
+
+
+def split_files(parquet_root: Path | str, split: str, task: str = "*") -> list[str]:
+    """The Parquet files of one split (and task), in a stable order."""
+    return sorted(glob.glob(os.path.join(str(parquet_root), f"split={split}", f"task={task}", "*.parquet")))
+
+
+def load_corpus(parquet_root: Path | str, *, cache_dir: Path | str, task: str = "*"):
+    """DatasetDict of the Parquet corpus with Features derived from SFT_RECORDS (HF caches in ``cache_dir``)."""
+    from datasets import Dataset, DatasetDict
+
+    features = to_hf_features(SFT_RECORDS)
+    out = {}
+    for split in SPLITS:
+        files = split_files(parquet_root, split, task)
+        if files:
+            out[split] = Dataset.from_parquet(files, features=features, cache_dir=str(cache_dir))
+        else:
+            out[split] = Dataset.from_dict({name: [] for name in features}, features=features)
+    return DatasetDict(out)
+
+
+def write_dataset_dict(parquet_root: Path | str, out_dir: Path | str) -> dict[str, int]:
+    """``save_to_disk`` the corpus at ``out_dir`` (replaced); returns rows per split. HF's cache lives in a
+    temporary folder removed afterwards, never in the home folder."""
+    out_dir = Path(out_dir)
+    cache = tempfile.mkdtemp(prefix="sidpipe-hf-")
+    try:
+        dd = load_corpus(parquet_root, cache_dir=cache)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        dd.save_to_disk(str(out_dir))
+        return {split: dd[split].num_rows for split in SPLITS}
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)

@@ -1,0 +1,58 @@
+"""sid_semantics: a SID prefix -> what kind of product it denotes, from the SID glossary.
+
+Reads the glossary written by the sids stage (``sid_artifacts/glossary.json``)::
+
+    {"levels": {"1": {"<a_12>": {"count": int, "category": str, "terms": [str], "examples": [str]}},
+                "2": {"<a_12><b_201>": {...}}}}
+
+One record per prefix; a prefix without a category and without terms says nothing and is skipped.
+"""
+
+from __future__ import annotations
+
+from sft_builder.context import BuildContext
+from sft_builder.core import Template, make_record, pick_template
+
+NAME = "sid_semantics"
+LEVEL = "prefix"
+MAX_TERMS, MAX_EXAMPLES = 8, 3
+
+TEMPLATES = (
+    Template("What kind of products does the semantic ID prefix {prefix} denote?"),
+    Template("Explain the meaning of this SID prefix.", "{prefix}"),
+    Template("Items whose semantic IDs start with {prefix} have what in common?"),
+    Template("Describe the product group encoded by the prefix below.", "Prefix: {prefix}"),
+    Template("I see the tokens {prefix} at the start of an item ID. What type of item is it likely to be?"),
+    Template("Interpret the semantic ID prefix {prefix}: which category and typical terms does it cover?"),
+    Template("What products live under {prefix} in the semantic ID tree?"),
+    Template("Give a short description of the items sharing the code prefix below.", "{prefix}"),
+    Template("Summarise the category and vocabulary of items with SID prefix {prefix}."),
+    Template("Decode the level-{level} code {prefix} into a product description."),
+)
+
+
+def describe_prefix(entry: dict) -> str | None:
+    category = (entry.get("category") or "").strip()
+    terms = [t for t in (entry.get("terms") or []) if t][:MAX_TERMS]
+    examples = [x for x in (entry.get("examples") or []) if x][:MAX_EXAMPLES]
+    if not category and not terms:
+        return None
+    parts = [f"Mostly {category}." if category else "Mixed categories."]
+    if terms:
+        parts.append("Typical terms: " + ", ".join(terms) + ".")
+    if examples:
+        parts.append("Examples: " + "; ".join(examples) + ".")
+    if entry.get("count") is not None:
+        parts.append(f"{entry['count']} items.")
+    return " ".join(parts)
+
+
+def build_prefix(level: int, prefix: str, entry: dict, split: str, ctx: BuildContext) -> list[dict]:
+    output = describe_prefix(entry)
+    if output is None:
+        return []
+    key = f"{level}:{prefix}"
+    tid, tpl = pick_template(TEMPLATES, f"{NAME}:{key}", ctx.seed)
+    instruction, data = tpl.render(prefix=prefix, level=level)
+    return [make_record(task=NAME, split=split, key=key, instruction=instruction, input=data, output=output, mentioned=[],
+                        metadata={"template": tid, "level": level, "prefix": prefix, "count": entry.get("count")})]
