@@ -242,23 +242,42 @@ def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarr
 
 
 def _prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
-    """Run a generator in a background thread, ``depth`` items ahead (tokenisation + pinning on CUDA)."""
+    """Run a generator in a background thread, ``depth`` items ahead (tokenisation + pinning on CUDA).
+
+    If the consumer stops early (an error on the GPU), the producer is told to stop and exits
+    instead of blocking on a full queue forever.
+    """
     q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
+    done, stop = object(), threading.Event()
     failure: list[BaseException] = []
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for item in items:
-                q.put(item)
+                if not put(item):
+                    return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
             failure.append(exc)
         finally:
-            q.put(done)
+            put(done)
 
-    threading.Thread(target=produce, name="embed-prefetch", daemon=True).start()
-    while (item := q.get()) is not done:
-        yield item
+    thread = threading.Thread(target=produce, name="embed-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
     if failure:
         raise failure[0]
 
@@ -332,8 +351,8 @@ class TextEncoder:
 
     # -- fast path ---------------------------------------------------------------------------
 
-    def _host_batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-        """(positions, host tensors) per batch: longest texts first, tokenised a chunk at a time."""
+    def _host_batches(self, texts: list[str]) -> Iterator[tuple[Any, dict[str, Any]]]:
+        """(positions in ``texts``, host tensors) per batch: longest texts first, a chunk at a time."""
         import torch
 
         plan = self._plan
@@ -352,9 +371,13 @@ class TextEncoder:
                 tensors = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
                 if plan.token_type_ids:
                     tensors["token_type_ids"] = torch.zeros_like(tensors["input_ids"])
+                index = torch.from_numpy(positions[sl].copy())
                 if on_cuda:
+                    # Pinned host memory makes the copies truly asynchronous: a copy from pageable
+                    # memory waits for the GPU to drain, which would stall the whole pipeline.
                     tensors = {k: v.pin_memory() for k, v in tensors.items()}
-                yield positions[sl], tensors
+                    index = index.pin_memory()
+                yield index, tensors
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids exactly as ``tokenizer(texts, truncation=True, max_length=max_length)`` gives them.
@@ -385,14 +408,15 @@ class TextEncoder:
                 ids[i] = full
         return ids
 
-    def _encode_fast(self, texts: list[str]) -> np.ndarray:
+    def _encode_fast(self, texts: list[str], *, pipelined: bool | None = None) -> np.ndarray:
+        """Pipelined (tokenise/pad/pin in a background thread) by default on CUDA only: on CPU the
+        thread would compete with the forward pass for the worker's single core."""
         import torch
         import torch.nn.functional as F
 
         plan = self._plan
-        on_cuda = self.device.type == "cuda"
         batches = self._host_batches(texts)
-        if on_cuda:
+        if self.device.type == "cuda" if pipelined is None else pipelined:
             batches = _prefetch(batches, depth=4)
         out = torch.empty((len(texts), self.dimension), dtype=torch.float32, device=self.device)
         with torch.inference_mode():
@@ -400,7 +424,7 @@ class TextEncoder:
                 feats = {k: v.to(self.device, non_blocking=True) for k, v in host.items()}
                 hidden = plan.auto_model(**feats, return_dict=True).last_hidden_state
                 pooled = _pool(hidden, feats["attention_mask"], plan.pooling_mode)
-                index = torch.from_numpy(positions).to(self.device, non_blocking=True)
+                index = positions.to(self.device, non_blocking=True)
                 out.index_copy_(0, index, F.normalize(pooled, p=2, dim=1))
         # The only synchronisation with the GPU: one copy of all results at the end.
         return out.cpu().numpy()

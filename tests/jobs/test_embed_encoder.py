@@ -149,3 +149,61 @@ def test_pretruncated_tokenisation_equals_the_tokenizers_own_truncation(encoder)
     plain = encoder.model.tokenizer(texts, truncation=True, max_length=encoder.max_length)["input_ids"]
     assert encoder.tokenize(texts) == plain
     assert sum(len(t) > 128 * 6 for t in texts) > 50  # the shortcut was actually taken
+
+
+def test_pipelined_batches_give_the_same_vectors(encoder):
+    # The CUDA path's producer thread (tokenise + pad ahead of the forward pass), run on CPU.
+    texts = sample_texts(24, start=200)
+    np.testing.assert_array_equal(
+        encoder._encode_fast(texts, pipelined=True), encoder._encode_fast(texts, pipelined=False)
+    )
+
+
+def test_prefetch_keeps_order_reraises_and_stops_its_producer():
+    import threading
+
+    from jobs.embed.encoder import _prefetch
+
+    assert list(_prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("tokenizer broke")
+
+    with pytest.raises(ValueError, match="tokenizer broke"):
+        list(_prefetch(failing(), depth=2))
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    stream = _prefetch(endless(), depth=2)
+    assert next(stream) == 0
+    stream.close()  # the consumer gives up (e.g. CUDA OOM): the producer must not block forever
+    assert not any(t.name == "embed-prefetch" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) < 10
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs CUDA")
+def test_cuda_fp16_fast_path_matches_bare_encode_on_the_gpu():
+    spec = EncoderSpec.from_config(EmbedConfig(device="cuda"))
+    assert (spec.precision, spec.batch_size >= 256) == ("fp16", True)
+    gpu = get_encoder(spec)
+    texts = sample_texts(512)
+    fast = gpu.encode(texts)
+    bare = gpu.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    # fp16 kernels differ with batch shapes: compare directions, not bits
+    assert float(np.min(np.sum(fast * bare, axis=1))) > 0.999
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-3)

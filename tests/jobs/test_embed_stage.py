@@ -1,4 +1,4 @@
-"""The embed stage end to end on a real SparkSession and the real MiniLM model (120 sample items).
+"""The embed stage end to end on a real SparkSession and the real MiniLM model (80 sample items).
 
 One module fixture runs the stage four times (cold cache, warm rerun, 5% changed, second cold cache);
 the tests check rows in = rows out + quarantined, fallbacks, cache hits/misses, determinism, and that
@@ -33,8 +33,8 @@ from schemas.quarantine import C as Q
 
 pytestmark = pytest.mark.spark
 
-N_ITEMS = 120
-CHANGED = [str(i) for i in range(60, 66)]  # 5% of the items get a new title in snapshot 2
+N_ITEMS = 80
+CHANGED = [str(i) for i in range(40, 44)]  # 5% of the items get a new title in snapshot 2
 # Short sequences keep the suite fast; the equivalence at full length is in test_embed_encoder.
 OVERRIDES = {"embed": {"max_seq_length": 32}}
 
