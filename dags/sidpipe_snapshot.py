@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
@@ -27,6 +27,8 @@ SPARK_CONN_ID = os.environ.get("SIDPIPE_SPARK_CONN_ID", "spark_local")
 DEFAULT_ROOT = os.environ.get("SIDPIPE_ROOT", str(REPO / "published"))
 # The interpreter spark-submit's Python driver and workers use; the venv's by default.
 PYTHON = os.environ.get("SIDPIPE_PYTHON", sys.executable)
+# Retrying is safe (every task is idempotent); 0 in tests so a failure surfaces at once.
+TASK_RETRIES = int(os.environ.get("SIDPIPE_TASK_RETRIES", "1"))
 SAMPLE = REPO / "samples" / "amazon_scientific"
 
 PLAN = "ti.xcom_pull(task_ids='prepare')"
@@ -90,7 +92,7 @@ def build_dag(dag_id: str = "sidpipe_snapshot", stages: list[str] | None = None)
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=4,
-        default_args={"retries": 1},
+        default_args={"retries": TASK_RETRIES, "retry_delay": timedelta(minutes=2)},
         tags=["sidpipe"],
         params={
             "snapshot_id": Param(

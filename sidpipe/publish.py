@@ -431,32 +431,28 @@ def sid_churn(old_dir: Path | None, new_dir: Path) -> dict[str, Any]:
         return sids.join(catalog, S.item_id, join_type="left outer")
 
     old, new = side(old_l), side(new_l)
-    old_ids, new_ids = set(old[S.item_id].to_pylist()), set(new[S.item_id].to_pylist())
     both = old.join(new, S.item_id, join_type="inner", left_suffix="_old", right_suffix="_new")
     same_text = pc.equal(both[f"{CAT.text_hash}_old"], both[f"{CAT.text_hash}_new"]).fill_null(False)
     same_sid = pc.equal(both["sid_key_old"], both["sid_key_new"]).fill_null(False)
     moved = both.filter(pc.and_(same_text, pc.invert(same_sid)))
-    removed_ids = old_ids - new_ids
-    removed_sids = set(
-        old.filter(pc.is_in(old[S.item_id], pa.array(sorted(removed_ids), pa.string())))[
-            "sid_key"
-        ].to_pylist()
-    )
-    new_sids = new["sid_key"].to_pylist()
+    n_same_text = int(pc.sum(same_text).as_py() or 0)
+    removed = old.filter(pc.invert(pc.is_in(old[S.item_id], value_set=new[S.item_id])))
+    added = pc.invert(pc.is_in(new[S.item_id], value_set=old[S.item_id]))
+    reused = pc.is_in(new["sid_key"], value_set=removed["sid_key"])
     return {
         "available": True,
-        "items_old": len(old_ids),
-        "items_new": len(new_ids),
+        "items_old": old.num_rows,
+        "items_new": new.num_rows,
         "items_in_both": both.num_rows,
-        "unchanged_text": int(pc.sum(same_text).as_py() or 0),
+        "unchanged_text": n_same_text,
         "unchanged_text_sid_changed": moved.num_rows,
-        "changed_text": both.num_rows - int(pc.sum(same_text).as_py() or 0),
+        "changed_text": both.num_rows - n_same_text,
         "changed_text_sid_changed": int(
             pc.sum(pc.and_(pc.invert(same_text), pc.invert(same_sid))).as_py() or 0
         ),
-        "added": len(new_ids - old_ids),
-        "removed": len(removed_ids),
-        "retired_sids_reused": sum(1 for s in new_sids if s in removed_sids),
+        "added": int(pc.sum(added).as_py() or 0),
+        "removed": removed.num_rows,
+        "retired_sids_reused": int(pc.sum(reused).as_py() or 0),
         "examples_sid_changed": sorted(moved[S.item_id].to_pylist())[:10],
     }
 

@@ -59,10 +59,11 @@ def test_airflow_dags_test_runs_the_snapshot_dag_and_publishes_once(tmp_path, is
     home, dags = tmp_path / "airflow", tmp_path / "dags"
     dags.mkdir(parents=True)
     source = (REPO / "dags" / "sidpipe_snapshot.py").read_text()
+    assert source.rstrip().endswith("\ndag = build_dag()")
     (dags / "sidpipe_snapshot.py").write_text(
-        source + f"\n\ndag = build_dag('sidpipe_snapshot', stages={stages!r})\n"
+        source.rstrip()[: -len("build_dag()")] + f"build_dag(stages={stages!r})\n"
     )
-    env = isolated_airflow_env(home, dags)
+    env = {**isolated_airflow_env(home, dags), "SIDPIPE_TASK_RETRIES": "0"}
     migrated = _airflow(env, "db", "migrate", timeout=180)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
 
