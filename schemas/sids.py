@@ -4,7 +4,7 @@ import pyarrow as pa
 
 from schemas._base import columns, with_version
 
-VERSION = "1"
+VERSION = "2"
 
 SIDS = with_version(
     pa.schema(
@@ -16,6 +16,9 @@ SIDS = with_version(
             pa.field("item_token", pa.string()),  # hybrid tokenization: unique per item
             pa.field("resolution", pa.string()),  # how the raw codes were changed, null when untouched
             pa.field("codebook_id", pa.string(), nullable=False),
+            # added in v2 (nullable, appended): the text the embedding came from, so a frozen-codebook
+            # rerun can tell unchanged items (same item_id and text_hash) from changed ones
+            pa.field("text_hash", pa.string()),
         ]
     ),
     "sids",

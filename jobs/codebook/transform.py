@@ -1,0 +1,102 @@
+"""Pure DataFrame functions of the codebook and sids stages (validation, sampling, encoding)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from schemas.embeddings import C as E
+from tokenizer.errors import EmbeddingError
+
+MAX_NAMED = 10
+
+
+def embedding_space(df: DataFrame) -> dict[str, Any]:
+    """The single space / model fingerprint / dimension of an embeddings table (bounded collect)."""
+    rows = df.select(E.space, E.model_fingerprint, F.size(E.embedding).alias("dim")).distinct().limit(MAX_NAMED + 1).collect()
+    spaces = sorted({r[E.space] for r in rows if r[E.space] is not None})
+    fps = sorted({r[E.model_fingerprint] for r in rows if r[E.model_fingerprint] is not None})
+    if len(spaces) > 1 or len(fps) > 1:
+        raise EmbeddingError(f"embeddings mix spaces {spaces} / model fingerprints {fps}: a codebook needs one space")
+    dims = sorted({r["dim"] for r in rows})
+    return {"space": spaces[0] if spaces else None, "model_fingerprint": fps[0] if fps else None, "dims": dims}
+
+
+def validate_embeddings(df: DataFrame, dim: int) -> None:
+    """Raise :class:`EmbeddingError` naming items whose vector is null, NaN/inf or not ``dim`` long."""
+    bad_value = F.exists(E.embedding, lambda v: F.isnan(v) | (F.abs(v) == F.lit(float("inf"))) | v.isNull())
+    checks = {
+        f"have the wrong dimension (expected {dim})": F.col(E.embedding).isNull() | (F.size(E.embedding) != dim),
+        "contain NaN or inf": bad_value,
+    }
+    for what, cond in checks.items():
+        bad = df.where(cond).select(E.item_id)
+        named = [r[0] for r in bad.orderBy(E.item_id).limit(MAX_NAMED).collect()]
+        if named:
+            total = bad.count()
+            more = f" (+{total - len(named)} more)" if total > len(named) else ""
+            raise EmbeddingError(f"{total} embeddings {what}: items {', '.join(named)}{more}")
+
+
+def training_sample(df: DataFrame, *, max_items: int, seed: int) -> DataFrame:
+    """Deterministic bounded sample: the ``max_items`` items with the smallest seeded hash of item_id."""
+    key = F.xxhash64(F.col(E.item_id), F.lit(int(seed)))
+    return df.withColumn("_sample_key", key).orderBy("_sample_key", E.item_id).limit(max_items).drop("_sample_key")
+
+
+def encode_codes(df: DataFrame, codebook, *, keep: tuple[str, ...] = ()) -> DataFrame:
+    """Add ``codes`` (array<int>) by encoding each partition with the frozen, broadcast codebook."""
+    import numpy as np
+    from pyspark.sql.types import ArrayType, IntegerType, StructField, StructType
+
+    bc = df.sparkSession.sparkContext.broadcast(codebook)
+    cols = [E.item_id, *keep]
+    out_schema = StructType([df.schema[c] for c in cols] + [StructField("codes", ArrayType(IntegerType(), False), False)])
+
+    def encode(batches):
+        cb = bc.value
+        for pdf in batches:
+            if len(pdf) == 0:
+                continue
+            codes = cb.encode(list(pdf[E.embedding]), list(pdf[E.item_id]))
+            out = pdf[cols].copy()
+            out["codes"] = [np.asarray(c, dtype=np.int32) for c in codes]
+            yield out
+
+    return df.select(*dict.fromkeys([*cols, E.embedding])).mapInPandas(encode, out_schema)
+
+
+def frozen_drift(df: DataFrame, codebook, *, previous_items: DataFrame | None) -> dict[str, float]:
+    """Drift of a catalog under a frozen codebook: new-item share, their reconstruction error
+    relative to training, and the raw full-code collision rate of all items."""
+    import numpy as np
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    total = df.count()
+    new = df.join(previous_items, E.item_id, "left_anti") if previous_items is not None else df
+    n_new = new.count() if previous_items is not None else total
+    bc = df.sparkSession.sparkContext.broadcast(codebook)
+
+    def errors(batches):
+        cb = bc.value
+        for pdf in batches:
+            if len(pdf):
+                x = np.stack([np.asarray(v, dtype=np.float64) for v in pdf[E.embedding]])
+                err = ((x - cb.quantize(x)) ** 2).sum(1)
+                yield pdf[[E.item_id]].assign(err=err)
+
+    err_schema = StructType([df.schema[E.item_id], StructField("err", DoubleType(), False)])
+    new_err = new.select(E.item_id, E.embedding).mapInPandas(errors, err_schema).agg(F.avg("err")).first()[0]
+    codes = encode_codes(df, codebook)
+    colliding = codes.groupBy("codes").count().where("count > 1").agg(F.sum("count")).first()[0] or 0
+    train_err = float(codebook.metrics.get("train_recon_mse") or 0.0)
+    return {
+        "items": total,
+        "new_items": n_new,
+        "new_item_share": n_new / total if total else 0.0,
+        "new_item_recon_mse": float(new_err or 0.0),
+        "recon_error_ratio": float(new_err or 0.0) / train_err if train_err > 0 and new_err is not None else 0.0,
+        "frozen_collision_rate": colliding / total if total else 0.0,
+    }

@@ -1,0 +1,125 @@
+"""Pure DataFrame functions of the sids stage: resolution per prefix group, rendering, glossary aggregates."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
+
+from schemas.catalog import C as CAT
+from schemas.sids import C as S
+from tokenizer.glossary import STOPWORDS, TERM_PATTERN
+
+PREFIX = "_prefix"
+KEPT = "kept_sid"
+
+
+def with_prefix(df: DataFrame, column: str, levels: int) -> DataFrame:
+    """Prefix group key: the first L-1 entries of ``column`` (empty for a one-level codebook)."""
+    return df.withColumn(PREFIX, F.slice(column, 1, levels - 1) if levels > 1 else F.array().cast(ArrayType(IntegerType())))
+
+
+def resolve(current: DataFrame, taken: DataFrame, codebook, *, method: str, length: int) -> DataFrame:
+    """Resolve collisions per prefix group (cogroup of current items and taken SIDs).
+
+    ``current``: item_id, codes, kept_sid (nullable), embedding. ``taken``: sid (retired SIDs).
+    Returns item_id, sid, resolution; hybrid item ordinals are filled by :func:`fill_item_ordinals`.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from tokenizer.resolve import resolve_group
+
+    levels, k = codebook.levels, codebook.codebook_size
+    bc = current.sparkSession.sparkContext.broadcast(codebook)
+    schema = StructType([
+        StructField(S.item_id, StringType(), False),
+        StructField(S.sid, ArrayType(IntegerType(), False), False),
+        StructField(S.resolution, StringType(), True),
+    ])
+
+    def costs(rows: pd.DataFrame) -> np.ndarray:
+        cb = bc.value
+        emb = np.stack([np.asarray(v, dtype=np.float64) for v in rows["embedding"]])
+        return cb.level_costs(cb.residuals(emb, cb.levels - 1), cb.levels - 1)
+
+    def fn(cur: pd.DataFrame, tk: pd.DataFrame) -> pd.DataFrame:
+        if len(cur) == 0:
+            return pd.DataFrame({S.item_id: [], S.sid: [], S.resolution: []})
+        out = resolve_group(cur, method=method, levels=levels, codebook_size=k, length=length,
+                            taken=[list(s) for s in tk[S.sid]] if len(tk) else (), last_level_costs=costs)
+        out[S.sid] = [np.asarray(s, dtype=np.int32) for s in out[S.sid]]
+        return out
+
+    cur = with_prefix(current, S.codes, levels)
+    # kept items are grouped by their kept SID's prefix (equal to the raw prefix under a frozen codebook)
+    cur = cur.withColumn(PREFIX, F.coalesce(F.slice(KEPT, 1, levels - 1), F.col(PREFIX))) if levels > 1 else cur
+    tk = with_prefix(taken, S.sid, levels)
+    return cur.groupBy(PREFIX).cogroup(tk.groupBy(PREFIX)).applyInPandas(fn, schema)
+
+
+def max_group_size(current: DataFrame, taken: DataFrame, levels: int) -> int:
+    """Largest number of items (current + taken) sharing a prefix: > K means reassign overflows."""
+    a = with_prefix(current, S.codes, levels).select(PREFIX)
+    b = with_prefix(taken, S.sid, levels).select(PREFIX)
+    row = a.unionByName(b).groupBy(PREFIX).count().agg(F.max("count")).first()
+    return int(row[0] or 0)
+
+
+def fill_item_ordinals(resolved: DataFrame, *, first_ordinal: int) -> DataFrame:
+    """Hybrid: new items (last SID entry -1) get consecutive ordinals after ``first_ordinal`` by item_id."""
+    last = F.element_at(S.sid, -1)
+    new = resolved.where(last == -1)
+    # one global ordering is needed for consecutive ordinals; it touches only new items' ids
+    w = Window.orderBy(S.item_id)
+    new = new.withColumn("_ord", F.row_number().over(w) - 1 + F.lit(int(first_ordinal)))
+    new = new.withColumn(S.sid, F.concat(F.slice(S.sid, 1, F.size(S.sid) - 1), F.array(F.col("_ord").cast("int")))).drop("_ord")
+    return resolved.where(last != -1).unionByName(new)
+
+
+def render_tokens(df: DataFrame, fmt) -> DataFrame:
+    """Add sid_tokens (and item_token for hybrid) rendered with the token format, per partition."""
+    out_schema = StructType(list(df.schema.fields) + [StructField(S.sid_tokens, StringType(), False), StructField(S.item_token, StringType(), True)])
+
+    def render(batches):
+        for pdf in batches:
+            pdf[S.sid_tokens] = [fmt.render(s) for s in pdf[S.sid]]
+            pdf[S.item_token] = [fmt.item_token(s) for s in pdf[S.sid]]
+            yield pdf
+
+    return df.mapInPandas(render, out_schema)
+
+
+def glossary_aggregates(sids: DataFrame, catalog: DataFrame, *, prefix_levels: list[int], examples: int) -> dict:
+    """The aggregate tables of :func:`tokenizer.glossary.build_glossary`, computed in Spark (small to collect)."""
+    items = sids.select(S.item_id, S.sid).join(catalog.select(CAT.item_id, CAT.title, CAT.category_path), S.item_id, "left")
+    stop = F.array(*[F.lit(w) for w in sorted(STOPWORDS)])
+    terms = F.array_distinct(F.filter(F.regexp_extract_all(F.lower(F.coalesce(CAT.title, F.lit(""))), F.lit(TERM_PATTERN), 0),
+                                      lambda t: ~F.array_contains(stop, t)))
+    items = items.withColumn("_terms", terms).withColumn("_cat", F.concat_ws(" > ", F.coalesce(CAT.category_path, F.array().cast("array<string>"))))
+    levelled = items.withColumn("level", F.explode(F.array(*[F.lit(lv) for lv in prefix_levels])))
+    levelled = levelled.withColumn("prefix", F.expr(f"slice({S.sid}, 1, level)")).cache()
+    sizes = levelled.groupBy("level", "prefix").agg(F.count("*").alias("item_count"))
+    term_counts = levelled.select("level", "prefix", F.explode("_terms").alias("term")).groupBy("level", "prefix", "term").count()
+    cats = levelled.groupBy("level", "prefix", F.col("_cat").alias("category")).count()
+    w = Window.partitionBy("level", "prefix").orderBy(S.item_id)
+    ex = levelled.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= examples).select(
+        "level", "prefix", S.item_id, F.coalesce(CAT.title, F.lit("")).alias("title"))
+    doc_freq = items.select(F.explode("_terms").alias("term")).groupBy("term").agg(F.count("*").alias("doc_freq"))
+
+    def pdf(d: DataFrame, order: list[str]):
+        p = d.orderBy(*order).toPandas()
+        if "prefix" in p:
+            p["prefix"] = p["prefix"].map(lambda a: tuple(int(v) for v in a))
+        return p
+
+    out = {
+        "sizes": pdf(sizes, ["level", "prefix"]),
+        "term_counts": pdf(term_counts, ["level", "prefix", "term"]),
+        "category_counts": pdf(cats, ["level", "prefix", "category"]),
+        "examples": pdf(ex, ["level", "prefix", S.item_id]),
+        "doc_freq": pdf(doc_freq, ["term"]),
+        "items": items.count(),
+    }
+    levelled.unpersist()
+    return out

@@ -1,0 +1,152 @@
+"""Seeded k-means for one residual level, plain or balanced (capacity-constrained).
+
+Balanced assignment is a pointwise rule ``argmin_k ||x - c_k||^2 + price_k``: the per-code prices are
+found during training (raised on over-full codes until every code holds at most ``capacity`` points),
+then frozen with the centroids. Encoding an item therefore needs no other item, so it runs per
+partition in Spark, and the codes of an item never depend on which other items are in the batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_CHUNK = 8192
+
+
+def pairwise_sq_dist(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Squared L2 distances (n, K) in float64 (ties and sums stable across runs)."""
+    x = np.asarray(x, dtype=np.float64)
+    c = np.asarray(centroids, dtype=np.float64)
+    d = (x * x).sum(1, keepdims=True) - 2.0 * (x @ c.T) + (c * c).sum(1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def assign(x: np.ndarray, centroids: np.ndarray, prices: np.ndarray | None = None) -> np.ndarray:
+    """Nearest code (after prices) for every row, chunked so memory stays bounded."""
+    out = np.empty(len(x), dtype=np.int32)
+    for start in range(0, len(x), _CHUNK):
+        d = pairwise_sq_dist(x[start : start + _CHUNK], centroids)
+        if prices is not None:
+            d += np.asarray(prices, dtype=np.float64)[None, :]
+        out[start : start + _CHUNK] = d.argmin(1)
+    return out
+
+
+def balance_prices(dist: np.ndarray, capacity: int, *, prices: np.ndarray | None = None, max_rounds: int = 100) -> np.ndarray:
+    """Raise per-code prices until no code is chosen by more than ``capacity`` rows.
+
+    Each round, an over-full code raises its price just enough to push out its excess rows (those
+    with the smallest margin to their next choice). Prices only grow, so rows settle; the loop stops
+    when every code is within capacity or after ``max_rounds`` (then the remaining excess is small).
+    """
+    n, k = dist.shape
+    if capacity * k < n:
+        raise ValueError(f"capacity {capacity} x {k} codes cannot hold {n} points")
+    p = np.zeros(k) if prices is None else np.array(prices, dtype=np.float64)
+    for _ in range(max_rounds):
+        cost = dist + p[None, :]
+        choice = cost.argmin(1)
+        counts = np.bincount(choice, minlength=k)
+        full = np.flatnonzero(counts > capacity)
+        if len(full) == 0:
+            break
+        rows = np.arange(n)
+        best = cost[rows, choice]
+        cost[rows, choice] = np.inf
+        margin = cost.min(1) - best
+        # per over-full code, the `excess` rows that lose least by moving leave: raise its price to
+        # the excess-th smallest margin among its rows (a tiny epsilon breaks exact ties)
+        order = np.lexsort((margin, choice))
+        starts = np.searchsorted(choice[order], np.arange(k))
+        excess = counts[full] - capacity
+        m = margin[order][starts[full] + excess - 1]
+        p[full] += m + 1e-9 * (1.0 + np.abs(p[full]))
+    return p
+
+
+def kmeans_pp_init(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding (deterministic for a given generator)."""
+    n = len(x)
+    centers = np.empty((k, x.shape[1]), dtype=np.float64)
+    first = int(rng.integers(n))
+    centers[0] = x[first]
+    closest = pairwise_sq_dist(x, centers[:1])[:, 0]
+    for i in range(1, k):
+        total = closest.sum()
+        idx = int(rng.choice(n, p=closest / total)) if total > 0 else int(rng.integers(n))
+        centers[i] = x[idx]
+        closest = np.minimum(closest, pairwise_sq_dist(x, centers[i : i + 1])[:, 0])
+    return centers
+
+
+def faiss_kmeans(x: np.ndarray, k: int, *, seed: int, iters: int = 25) -> np.ndarray:
+    """Plain k-means with faiss (single-threaded so the result does not depend on the core count)."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=int(seed), verbose=False, min_points_per_centroid=1, max_points_per_centroid=1 << 30)
+        km.train(np.ascontiguousarray(x, dtype=np.float32))
+        return np.asarray(km.centroids, dtype=np.float64)
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def fit_level(
+    x: np.ndarray,
+    k: int,
+    *,
+    seed: int,
+    balanced: bool,
+    iters: int = 25,
+    capacity_slack: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit one level: faiss k-means init, then (if balanced) Lloyd steps under capacity prices.
+
+    Returns ``(centroids (k, d) float64, prices (k,) float64)``; prices are zeros when unbalanced.
+    Codes left empty are re-seeded from the points farthest from their centroid (dead-code restart).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < k:
+        raise ValueError(f"need at least {k} training points for {k} codes, got {len(x)}")
+    centroids = faiss_kmeans(x, k, seed=seed, iters=iters)
+    prices = np.zeros(k)
+    if not balanced:
+        return _restart_dead(x, centroids, prices), prices
+    capacity = max(1, int(np.ceil(len(x) / k * capacity_slack)))
+    for _ in range(iters):
+        dist = pairwise_sq_dist(x, centroids)
+        prices = balance_prices(dist, capacity, prices=prices * 0.5)
+        codes = (dist + prices[None, :]).argmin(1)
+        new = _means(x, codes, k, centroids)
+        if np.allclose(new, centroids, atol=1e-7):
+            break
+        centroids = new
+    dist = pairwise_sq_dist(x, centroids)
+    prices = balance_prices(dist, capacity, prices=prices)
+    return _restart_dead(x, centroids, prices), prices
+
+
+def _means(x: np.ndarray, codes: np.ndarray, k: int, previous: np.ndarray) -> np.ndarray:
+    sums = np.zeros((k, x.shape[1]))
+    np.add.at(sums, codes, x)
+    counts = np.bincount(codes, minlength=k)
+    out = previous.copy()
+    used = counts > 0
+    out[used] = sums[used] / counts[used, None]
+    return out
+
+
+def _restart_dead(x: np.ndarray, centroids: np.ndarray, prices: np.ndarray) -> np.ndarray:
+    """Move codes nobody uses onto the worst-served points so every code can be chosen."""
+    codes = assign(x, centroids, prices)
+    counts = np.bincount(codes, minlength=len(centroids))
+    dead = np.flatnonzero(counts == 0)
+    if len(dead) == 0:
+        return centroids
+    err = ((x - centroids[codes]) ** 2).sum(1)
+    worst = np.argsort(-err, kind="stable")[: len(dead)]
+    out = centroids.copy()
+    out[dead[: len(worst)]] = x[worst]
+    return out

@@ -1,0 +1,190 @@
+"""RQ-VAE: MLP encoder -> L residual vector-quantization levels -> MLP decoder (torch; CPU or CUDA).
+
+Training: every level is initialised by k-means on the latent residuals of a sample; the loss is
+reconstruction + codebook + beta * commitment (straight-through estimator); codes unused during an
+epoch are restarted on the latent residuals that are worst served (dead-code restart); with
+``balanced`` the per-code capacity prices of :mod:`tokenizer.kmeans` are refreshed every epoch and
+frozen into the codebook, so codes are used evenly. Deterministic for a seed on a given device.
+The trained model is exported as a plain-numpy :class:`~tokenizer.codebook.Codebook`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from tokenizer.codebook import Codebook, check_embeddings
+from tokenizer.kmeans import balance_prices, fit_level, pairwise_sq_dist
+from tokenizer.rq_kmeans import training_metrics
+
+
+@dataclass(frozen=True)
+class RQVAESettings:
+    levels: int = 3
+    codebook_size: int = 256
+    latent_dim: int = 32
+    hidden: tuple[int, ...] = (256, 128)
+    epochs: int = 60
+    batch_size: int = 512
+    lr: float = 1e-3
+    beta: float = 0.25
+    balanced: bool = True
+    capacity_slack: float = 1.0
+    dead_code_restart: bool = True
+    device: str = "cpu"
+
+
+def _mlp(sizes: list[int]):
+    import torch.nn as nn
+
+    layers: list[Any] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class ResidualVQ:
+    """L codebooks with straight-through residual quantization; prices bias the nearest-code rule."""
+
+    def __init__(self, *, centroids, prices):
+        import torch
+
+        self.codebooks = [torch.nn.Parameter(c) for c in centroids]
+        self.prices = prices  # list of (K,) tensors, not trained by gradient
+
+    def __call__(self, z):
+        import torch
+
+        residual = z
+        quantized = torch.zeros_like(z)
+        codes, cb_loss, commit_loss = [], z.new_zeros(()), z.new_zeros(())
+        for level, cb in enumerate(self.codebooks):
+            dist = torch.cdist(residual.detach(), cb.detach()) ** 2 + self.prices[level][None, :]
+            idx = dist.argmin(1)
+            q = cb[idx]
+            cb_loss = cb_loss + ((residual.detach() - q) ** 2).sum(1).mean()
+            commit_loss = commit_loss + ((residual - q.detach()) ** 2).sum(1).mean()
+            quantized = quantized + q
+            residual = residual - q.detach()
+            codes.append(idx)
+        # straight-through: gradients flow to the encoder as if quantization were the identity
+        return z + (quantized - z).detach(), torch.stack(codes, 1), cb_loss, commit_loss
+
+
+def fit_rqvae(emb: np.ndarray, *, seed: int, settings: RQVAESettings | None = None, space: dict[str, Any] | None = None, item_ids=None) -> Codebook:
+    """Train an RQ-VAE on ``emb`` (n, d) and export it as a :class:`Codebook`."""
+    import torch
+
+    s = settings or RQVAESettings()
+    x_np = check_embeddings(emb, None, item_ids).astype(np.float32)
+    n, dim = x_np.shape
+    if n < s.codebook_size:
+        raise ValueError(f"need at least {s.codebook_size} training items, got {n}")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    device = torch.device(s.device)
+    x = torch.from_numpy(x_np).to(device)
+    encoder = _mlp([dim, *s.hidden, s.latent_dim]).to(device)
+    decoder = _mlp([s.latent_dim, *reversed(s.hidden), dim]).to(device)
+    capacity = max(1, int(np.ceil(n / s.codebook_size * s.capacity_slack)))
+
+    # k-means initialisation of every level on the initial latent residuals
+    with torch.no_grad():
+        residual = encoder(x).double().cpu().numpy()
+    centroids, prices = [], []
+    for level in range(s.levels):
+        c, p = fit_level(residual, s.codebook_size, seed=seed + 1000 * level, balanced=s.balanced, capacity_slack=s.capacity_slack, iters=10)
+        codes = (pairwise_sq_dist(residual, c) + p[None, :]).argmin(1)
+        residual = residual - c[codes]
+        centroids.append(torch.tensor(c, dtype=torch.float32, device=device))
+        prices.append(torch.tensor(p, dtype=torch.float32, device=device))
+    rvq = ResidualVQ(centroids=centroids, prices=prices)
+    params = list(encoder.parameters()) + list(decoder.parameters()) + rvq.codebooks
+    opt = torch.optim.Adam(params, lr=s.lr)
+    history = []
+    for epoch in range(s.epochs):
+        order = torch.randperm(n, generator=gen).to(device)
+        usage = torch.zeros(s.levels, s.codebook_size, device=device)
+        totals = np.zeros(3)
+        for start in range(0, n, s.batch_size):
+            batch = x[order[start : start + s.batch_size]]
+            z = encoder(batch)
+            zq, codes, cb_loss, commit_loss = rvq(z)
+            recon = ((decoder(zq) - batch) ** 2).sum(1).mean()
+            loss = recon + cb_loss + s.beta * commit_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for level in range(s.levels):
+                usage[level] += torch.bincount(codes[:, level], minlength=s.codebook_size)
+            totals += [recon.item() * len(batch), cb_loss.item() * len(batch), commit_loss.item() * len(batch)]
+        restarted = _refresh_codes(encoder, x, rvq, usage, s, capacity) if (s.dead_code_restart or s.balanced) else 0
+        history.append({"epoch": epoch, "recon": totals[0] / n, "codebook": totals[1] / n, "commit": totals[2] / n, "restarted": restarted})
+
+    with torch.no_grad():
+        latent = encoder(x).double().cpu().numpy()
+    final_prices = []
+    residual = latent
+    for level in range(s.levels):
+        c = rvq.codebooks[level].detach().double().cpu().numpy()
+        dist = pairwise_sq_dist(residual, c)
+        p = balance_prices(dist, capacity) if s.balanced else np.zeros(s.codebook_size)
+        residual = residual - c[(dist + p[None, :]).argmin(1)]
+        final_prices.append(p)
+    cb = Codebook(
+        method="rqvae",
+        centroids=np.stack([c.detach().cpu().numpy() for c in rvq.codebooks]).astype(np.float32),
+        prices=np.stack(final_prices).astype(np.float32),
+        input_dim=dim,
+        encoder=_export(encoder),
+        decoder=_export(decoder),
+        space=dict(space or {}),
+        config={"method": "rqvae", "seed": seed, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items() if k != "device"}},
+    )
+    metrics = training_metrics(cb, x_np)
+    metrics["loss_history"] = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in history[:: max(1, s.epochs // 10)]]
+    metrics["final_loss"] = {k: round(v, 6) for k, v in history[-1].items() if isinstance(v, float)} if history else {}
+    return cb.with_metadata(metrics=metrics)
+
+
+def _refresh_codes(encoder, x, rvq, usage, s: RQVAESettings, capacity: int) -> int:
+    """Dead-code restart and (balanced) price refresh on the current latents; returns codes restarted."""
+    import torch
+
+    restarted = 0
+    with torch.no_grad():
+        residual = encoder(x).double().cpu().numpy()
+        for level in range(s.levels):
+            cb = rvq.codebooks[level]
+            c = cb.detach().double().cpu().numpy()
+            dist = pairwise_sq_dist(residual, c)
+            if s.balanced:
+                p = balance_prices(dist, capacity, prices=rvq.prices[level].double().cpu().numpy())
+                rvq.prices[level].copy_(torch.from_numpy(p).to(rvq.prices[level]))
+            else:
+                p = np.zeros(s.codebook_size)
+            codes = (dist + p[None, :]).argmin(1)
+            if s.dead_code_restart:
+                dead = np.flatnonzero(usage[level].cpu().numpy() == 0)
+                if len(dead):
+                    err = dist[np.arange(len(codes)), codes]
+                    worst = np.argsort(-err, kind="stable")[: len(dead)]
+                    cb.data[torch.from_numpy(dead[: len(worst)])] = torch.from_numpy(residual[worst]).to(cb)
+                    c[dead[: len(worst)]] = residual[worst]
+                    restarted += len(worst)
+            residual = residual - c[codes]
+    return restarted
+
+
+def _export(seq) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    import torch.nn as nn
+
+    return tuple(
+        (m.weight.detach().cpu().numpy().T.copy().astype(np.float32), m.bias.detach().cpu().numpy().astype(np.float32))
+        for m in seq
+        if isinstance(m, nn.Linear)
+    )
