@@ -11,11 +11,12 @@ version apart; distinct versions run concurrently. Airflow drives the same funct
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
+import os
 import re
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,22 +58,27 @@ STAGES: list[tuple[str, str]] = [
 StageSpec = tuple[str, "str | Callable[[StageContext], StageResult]"]
 
 
+# The packages whose code decides the data; their source is hashed into the version id.
+CODE_PACKAGES = ("jobs", "schemas", "tokenizer", "sft_builder")
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """Package version + git commit; computed once per process so one run never mixes two values."""
+    """``<package version>+<digest of the pipeline's source>``, computed once per process.
+
+    A content digest rather than the git commit: it also holds for an installed wheel without .git,
+    and a commit that touches only docs or tests does not invalidate published versions.
+    ``SIDPIPE_CODE_VERSION`` overrides it (a deployment's release tag or image digest).
+    """
     from sidpipe import __version__
 
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+{sha}" if sha else __version__
+    if os.environ.get("SIDPIPE_CODE_VERSION"):
+        return os.environ["SIDPIPE_CODE_VERSION"]
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
 def input_fingerprints(inputs: Inputs) -> dict[str, str]:

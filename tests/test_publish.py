@@ -86,6 +86,23 @@ def test_version_id_is_a_pure_function_of_snapshot_inputs_config_and_code():
     ).startswith("_")
 
 
+def test_code_version_is_a_digest_of_the_pipeline_source(tmp_path, monkeypatch):
+    from sidpipe import pipeline
+
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "stage.py").write_text("X = 1\n")
+    (tmp_path / "README.md").write_text("docs")
+    monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
+    monkeypatch.delenv("SIDPIPE_CODE_VERSION", raising=False)
+    first = pipeline.code_version.__wrapped__()
+    (tmp_path / "README.md").write_text("other docs")
+    assert pipeline.code_version.__wrapped__() == first, "only pipeline source counts"
+    (tmp_path / "jobs" / "stage.py").write_text("X = 2\n")
+    assert pipeline.code_version.__wrapped__() != first
+    monkeypatch.setenv("SIDPIPE_CODE_VERSION", "release-7")
+    assert pipeline.code_version.__wrapped__() == "release-7"
+
+
 def test_publish_layout_manifest_and_latest_pointer(spark, tmp_path, snapshot1, config):
     out = _run(tmp_path, snapshot1, config)
     base = tmp_path / "sidpipe"
@@ -105,7 +122,9 @@ def test_publish_layout_manifest_and_latest_pointer(spark, tmp_path, snapshot1, 
     )
     assert manifest["published_from"].endswith(f"_staging/{out.version}")
     assert set(manifest["data_fingerprints"]) >= {"catalog", "sids", "codebook", "hf_dataset", "report"}
-    assert F.GATED == F.FAKE_STAGE_NAMES and manifest["stages"]["sids"]["metrics"]["gate"]["checked"] == "sids"
+    assert (
+        F.GATED == F.FAKE_STAGE_NAMES and manifest["stages"]["sids"]["metrics"]["gate"]["checked"] == "sids"
+    )
     assert json.loads((base / "latest").read_text())["version"] == out.version
     assert P.latest_version_dir(tmp_path, "sidpipe") == final
     [row] = P.list_versions(tmp_path, "sidpipe")

@@ -73,6 +73,16 @@ def write_snapshot(
     return cat_path, int_path, churn
 
 
+def small_pipeline_overrides() -> dict:
+    """Config overrides that keep the real stages small on a ~100-item slice (only fields that exist)."""
+    from jobs.codebook.config import CodebookConfig
+
+    overrides: dict = {"spark": {"master": "local[2]", "shuffle_partitions": 2}}
+    if {"codebook_size", "levels"} <= set(CodebookConfig.model_fields):
+        overrides["codebook"] = {"codebook_size": 8, "levels": 3}
+    return overrides
+
+
 # --------------------------------------------------------------------- fake stages (machinery only)
 
 CALLS: dict[str, int] = {}

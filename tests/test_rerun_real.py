@@ -51,7 +51,7 @@ def stages():
 
 @pytest.fixture(scope="module")
 def config() -> PipelineConfig:
-    return PipelineConfig.load(overrides={"spark": {"shuffle_partitions": 2}})
+    return PipelineConfig.load(overrides=F.small_pipeline_overrides())
 
 
 def _table_bytes(version_dir: Path) -> dict[str, bytes]:

@@ -19,7 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from test_publish_fakes import write_snapshot
+from test_publish_fakes import small_pipeline_overrides, write_snapshot
 
 PIPELINE = ["ingest", "embed", "fuse", "codebook", "sids", "check", "sft"]
 N_ITEMS = 100
@@ -63,15 +63,14 @@ def test_airflow_dags_test_runs_the_snapshot_dag_and_publishes_once(tmp_path, is
     (dags / "sidpipe_snapshot.py").write_text(
         source.rstrip()[: -len("build_dag()")] + f"build_dag(stages={stages!r})\n"
     )
-    env = {**isolated_airflow_env(home, dags), "SIDPIPE_TASK_RETRIES": "0"}
+    # Pinned code version: other work may edit the source between the two DAG runs below.
+    env = {**isolated_airflow_env(home, dags), "SIDPIPE_TASK_RETRIES": "0", "SIDPIPE_CODE_VERSION": "e2e"}
     migrated = _airflow(env, "db", "migrate", timeout=180)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
 
     cat, inter, _ = write_snapshot(tmp_path / "snap", n_items=N_ITEMS)
     config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump({"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"}})
-    )
+    config.write_text(yaml.safe_dump(small_pipeline_overrides()))
     root = tmp_path / "published"
     conf = {
         "snapshot_id": "2026-11-23",
@@ -92,7 +91,7 @@ def test_airflow_dags_test_runs_the_snapshot_dag_and_publishes_once(tmp_path, is
     manifest = P.read_manifest(Path(row["path"]))
     assert manifest["stage_order"] == stages and manifest["parent_version"] is None
     assert manifest["stages"]["ingest"]["counts"]["items_out"] == N_ITEMS
-    assert manifest["config"]["spark"]["master"] == "local[2]"
+    assert manifest["config"]["spark"]["master"] == "local[2]" and manifest["code_version"] == "e2e"
     assert not (root / "sidpipe" / "_staging" / row["version"]).exists()
     manifest_mtime = (Path(row["path"]) / P.MANIFEST).stat().st_mtime_ns
 
