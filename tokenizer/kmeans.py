@@ -32,35 +32,44 @@ def assign(x: np.ndarray, centroids: np.ndarray, prices: np.ndarray | None = Non
     return out
 
 
-def balance_prices(dist: np.ndarray, capacity: int, *, prices: np.ndarray | None = None, max_rounds: int = 100) -> np.ndarray:
+def balance_prices(dist: np.ndarray, capacity: int, *, prices: np.ndarray | None = None, max_rounds: int = 200) -> np.ndarray:
     """Raise per-code prices until no code is chosen by more than ``capacity`` rows.
 
-    Each round, an over-full code raises its price just enough to push out its excess rows (those
-    with the smallest margin to their next choice). Prices only grow, so rows settle; the loop stops
+    Each round, every over-full code in turn raises its price just enough (plus a small bid
+    increment) to push out its excess rows (those with the smallest margin to their next choice). Prices only grow, so rows settle; the loop stops
     when every code is within capacity or after ``max_rounds`` (then the remaining excess is small).
     """
     n, k = dist.shape
     if capacity * k < n:
         raise ValueError(f"capacity {capacity} x {k} codes cannot hold {n} points")
     p = np.zeros(k) if prices is None else np.array(prices, dtype=np.float64)
+    # bid increment (as in the auction algorithm): without it two full codes can pass a row back and
+    # forth, each raising its price by a vanishing amount, and never settle
+    step = 1e-3 * float(dist.std()) + 1e-12
     for _ in range(max_rounds):
-        cost = dist + p[None, :]
-        choice = cost.argmin(1)
+        choice = (dist + p[None, :]).argmin(1)
         counts = np.bincount(choice, minlength=k)
         full = np.flatnonzero(counts > capacity)
         if len(full) == 0:
             break
-        rows = np.arange(n)
-        best = cost[rows, choice]
-        cost[rows, choice] = np.inf
-        margin = cost.min(1) - best
-        # per over-full code, the `excess` rows that lose least by moving leave: raise its price to
-        # the excess-th smallest margin among its rows (a tiny epsilon breaks exact ties)
-        order = np.lexsort((margin, choice))
-        starts = np.searchsorted(choice[order], np.arange(k))
-        excess = counts[full] - capacity
-        m = margin[order][starts[full] + excess - 1]
-        p[full] += m + 1e-9 * (1.0 + np.abs(p[full]))
+        # one over-full code at a time (Gauss-Seidel): raising all at once can trade rows back and
+        # forth between two full codes whose prices then rise in lockstep and never settle
+        for code in full[np.argsort(-counts[full], kind="stable")]:
+            rows = np.flatnonzero(choice == code)
+            excess = len(rows) - capacity
+            if excess <= 0:
+                continue
+            cost = dist[rows] + p[None, :]
+            cost[:, code] = np.inf
+            second = cost.argmin(1)
+            margin = cost[np.arange(len(rows)), second] - (dist[rows, code] + p[code])
+            order = np.argsort(margin, kind="stable")
+            leave = order[:excess]
+            # the `excess` rows that lose least by moving leave
+            p[code] += margin[order[excess - 1]] + step
+            np.subtract.at(counts, choice[rows[leave]], 1)
+            choice[rows[leave]] = second[leave]
+            np.add.at(counts, second[leave], 1)
     return p
 
 
@@ -117,7 +126,7 @@ def fit_level(
     capacity = max(1, int(np.ceil(len(x) / k * capacity_slack)))
     for _ in range(iters):
         dist = pairwise_sq_dist(x, centroids)
-        prices = balance_prices(dist, capacity, prices=prices * 0.5)
+        prices = balance_prices(dist, capacity, prices=prices)
         codes = (dist + prices[None, :]).argmin(1)
         new = _means(x, codes, k, centroids)
         if np.allclose(new, centroids, atol=1e-7):

@@ -19,7 +19,7 @@ def fit_rq_kmeans(
     codebook_size: int = 256,
     balanced: bool = True,
     capacity_slack: float = 1.0,
-    iters: int = 10,
+    iters: int = 5,
     space: dict[str, Any] | None = None,
     item_ids=None,
 ) -> Codebook:

@@ -104,7 +104,7 @@ def fit_rqvae(emb: np.ndarray, *, seed: int, settings: RQVAESettings | None = No
         prices.append(torch.tensor(p, dtype=torch.float32, device=device))
     rvq = ResidualVQ(centroids=centroids, prices=prices)
     params = list(encoder.parameters()) + list(decoder.parameters()) + rvq.codebooks
-    opt = torch.optim.Adam(params, lr=s.lr)
+    opt = _Adam(params, lr=s.lr)
     history = []
     for epoch in range(s.epochs):
         order = torch.randperm(n, generator=gen).to(device)
@@ -116,7 +116,7 @@ def fit_rqvae(emb: np.ndarray, *, seed: int, settings: RQVAESettings | None = No
             zq, codes, cb_loss, commit_loss = rvq(z)
             recon = ((decoder(zq) - batch) ** 2).sum(1).mean()
             loss = recon + cb_loss + s.beta * commit_loss
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             for level in range(s.levels):
@@ -178,6 +178,36 @@ def _refresh_codes(encoder, x, rvq, usage, s: RQVAESettings, capacity: int) -> i
                     restarted += len(worst)
             residual = residual - c[codes]
     return restarted
+
+
+class _Adam:
+    """Plain Adam (same update as torch.optim.Adam). torch.optim's first use imports torch._dynamo,
+    which costs many seconds on a small CPU box; this keeps short training runs short."""
+
+    def __init__(self, params, *, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        import torch
+
+        self.params, self.lr, self.betas, self.eps, self.t = list(params), lr, betas, eps, 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        import torch
+
+        self.t += 1
+        b1, b2 = self.betas
+        with torch.no_grad():
+            for p, m, v in zip(self.params, self.m, self.v):
+                if p.grad is None:
+                    continue
+                m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                denom = (v / (1 - b2**self.t)).sqrt_().add_(self.eps)
+                p.addcdiv_(m, denom, value=-self.lr / (1 - b1**self.t))
 
 
 def _export(seq) -> tuple[tuple[np.ndarray, np.ndarray], ...]:

@@ -17,7 +17,7 @@ class CodebookConfig(StageConfig):
     # ceil(n / K * capacity_slack) training items, frozen as per-code prices
     balanced: bool = True
     capacity_slack: float = Field(default=1.0, ge=1.0)
-    kmeans_iters: int = Field(default=10, ge=1)
+    kmeans_iters: int = Field(default=5, ge=1)
     # bounded training sample drawn from Spark (deterministic by item_id hash and seed)
     max_train_items: int = Field(default=200_000, ge=1)
     # RQ-VAE only
