@@ -84,7 +84,9 @@ def stage_run(spark, base: Path, name: str, items: list[dict], cache: str, overr
     return timed(lambda: run(ctx))
 
 
-def cpu_section(spark, base: Path, n_items: int, overrides: dict) -> dict:
+def cpu_section(spark, base: Path, n_items: int, overrides: dict, repeats: int) -> dict:
+    """Bare encode, fast path and Spark stage, alternated ``repeats`` times; the best time of each
+    counts (a shared machine's noise only ever slows a run down)."""
     import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
@@ -101,26 +103,36 @@ def cpu_section(spark, base: Path, n_items: int, overrides: dict) -> dict:
     bare_model = SentenceTransformer(spec.model_path, device="cpu", local_files_only=True)
     bare_model.max_seq_length = cfg.max_seq_length
     bare_model.encode(texts[:16], batch_size=32)
-    bare, bare_s = timed(lambda: bare_model.encode(texts, batch_size=32, normalize_embeddings=True))
-
     encoder = get_encoder(spec)
     encoder.encode(texts[:16])
-    fast, fast_s = timed(lambda: encoder.encode(texts))
-
     # Load the model into the Python workers first (a real job pays this once per executor core).
     stage_run(spark, base, "warmup", load_items(40)[20:], "warmup_cache", overrides)
-    result, stage_s = stage_run(spark, base, "cold", items, "cache", overrides)
+
+    bare_times, fast_times, stage_times = [], [], []
+    for round_ in range(repeats):
+        bare, seconds = timed(lambda: bare_model.encode(texts, batch_size=32, normalize_embeddings=True))
+        bare_times.append(seconds)
+        fast, seconds = timed(lambda: encoder.encode(texts))
+        fast_times.append(seconds)
+        result, seconds = stage_run(spark, base, f"cold{round_}", items, f"cache{round_}", overrides)
+        stage_times.append(seconds)
     items_out = result.counts["items_out"]
+    bare_s, fast_s, stage_s = min(bare_times), min(fast_times), min(stage_times)
     return {
         "items": len(texts),
+        "repeats": repeats,
         "torch_threads_driver": torch.get_num_threads(),
         "max_seq_length": cfg.max_seq_length,
+        "bare_encode_seconds_all": bare_times,
+        "fast_path_seconds_all": fast_times,
+        "stage_seconds_all": stage_times,
         "bare_encode_items_per_s": len(texts) / bare_s,
         "fast_path_items_per_s": len(texts) / fast_s,
         "fast_path_max_abs_diff_vs_bare": float(np.abs(fast - bare).max()),
         "stage_seconds": stage_s,
         "stage_items_per_s": items_out / stage_s,
         "stage_encode_items_per_s": result.metrics["encode_items_per_second"],
+        "stage_step_seconds": result.metrics["step_seconds"],
         "ratio_stage_over_bare": (items_out / stage_s) / (len(texts) / bare_s),
         "ratio_fast_path_over_bare": bare_s / fast_s,
         "target_ratio_stage_over_bare": 0.9,
@@ -172,7 +184,9 @@ def gpu_section(n_items: int) -> dict | None:
     bare_model.encode(texts[:2048], batch_size=256)
     bare_rates = {}
     for batch in (32, 256):
-        bare, seconds = sync_timed(lambda b=batch: bare_model.encode(texts, batch_size=b, normalize_embeddings=True))
+        bare, seconds = sync_timed(
+            lambda b=batch: bare_model.encode(texts, batch_size=b, normalize_embeddings=True)
+        )
         bare_rates[batch] = len(texts) / seconds
 
     encoder = get_encoder(spec)
@@ -193,7 +207,9 @@ def gpu_section(n_items: int) -> dict | None:
         with torch.inference_mode():
             for _ in range(reps):
                 for input_ids, mask in batches:
-                    plan.auto_model(input_ids=input_ids, attention_mask=mask, token_type_ids=torch.zeros_like(input_ids))
+                    plan.auto_model(
+                        input_ids=input_ids, attention_mask=mask, token_type_ids=torch.zeros_like(input_ids)
+                    )
 
     forward_only()
     _, forward_s = sync_timed(forward_only)
@@ -217,9 +233,24 @@ def print_table(results: dict) -> None:
     cpu, inc, gpu = results.get("cpu"), results.get("incremental"), results.get("gpu")
     if cpu:
         rows += [
-            ("cpu", f"bare encode, {cpu['items']} items", f"{cpu['bare_encode_items_per_s']:.1f} items/s", ""),
-            ("cpu", "fast path (plain Python)", f"{cpu['fast_path_items_per_s']:.1f} items/s", f"x{cpu['ratio_fast_path_over_bare']:.2f}"),
-            ("cpu", "Spark stage (cold cache)", f"{cpu['stage_items_per_s']:.1f} items/s", f"x{cpu['ratio_stage_over_bare']:.2f} (target >= 0.9)"),
+            (
+                "cpu",
+                f"bare encode, {cpu['items']} items, best of {cpu['repeats']}",
+                f"{cpu['bare_encode_items_per_s']:.1f} items/s",
+                "",
+            ),
+            (
+                "cpu",
+                "fast path (plain Python)",
+                f"{cpu['fast_path_items_per_s']:.1f} items/s",
+                f"x{cpu['ratio_fast_path_over_bare']:.2f}",
+            ),
+            (
+                "cpu",
+                "Spark stage (cold cache)",
+                f"{cpu['stage_items_per_s']:.1f} items/s",
+                f"x{cpu['ratio_stage_over_bare']:.2f} (target >= 0.9)",
+            ),
         ]
     if inc:
         rows += [
@@ -233,9 +264,24 @@ def print_table(results: dict) -> None:
         ]
     if gpu:
         rows += [
-            ("gpu", "bare encode fp16, batch 32", f"{gpu['bare_encode_items_per_s_batch32']:.0f} items/s", ""),
-            ("gpu", "bare encode fp16, batch 256", f"{gpu['bare_encode_items_per_s_batch256']:.0f} items/s", ""),
-            ("gpu", "fast path fp16", f"{gpu['fast_path_items_per_s']:.0f} items/s", f"x{gpu['ratio_fast_path_over_best_bare']:.1f} (target >= 5)"),
+            (
+                "gpu",
+                "bare encode fp16, batch 32",
+                f"{gpu['bare_encode_items_per_s_batch32']:.0f} items/s",
+                "",
+            ),
+            (
+                "gpu",
+                "bare encode fp16, batch 256",
+                f"{gpu['bare_encode_items_per_s_batch256']:.0f} items/s",
+                "",
+            ),
+            (
+                "gpu",
+                "fast path fp16",
+                f"{gpu['fast_path_items_per_s']:.0f} items/s",
+                f"x{gpu['ratio_fast_path_over_best_bare']:.1f} (target >= 5)",
+            ),
             ("gpu", "forward pass only", f"{gpu['forward_only_items_per_s']:.0f} items/s", "upper bound"),
         ]
     elif "gpu" in results:
@@ -249,8 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1000, help="items for the CPU ratio")
     parser.add_argument("--incremental-items", type=int, default=4344, help="items for the incremental rerun")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="alternated CPU rounds; the best of each counts"
+    )
     parser.add_argument("--changed", type=float, default=0.05, help="fraction of items changed in the rerun")
-    parser.add_argument("--gpu-items", type=int, default=50000, help="texts for the GPU section (sample repeated)")
+    parser.add_argument(
+        "--gpu-items", type=int, default=50000, help="texts for the GPU section (sample repeated)"
+    )
     parser.add_argument("--sections", default="cpu,incremental,gpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-write", action="store_true")
@@ -263,7 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"embed": {"device": "cpu"}}
     results: dict = {
         "benchmark": "embed_throughput",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     base = Path(tempfile.mkdtemp(prefix="embed_bench_"))
@@ -272,9 +327,11 @@ def main(argv: list[str] | None = None) -> int:
             spark = get_session(PipelineConfig.load().spark)
             results["spark_default_parallelism"] = spark.sparkContext.defaultParallelism
             if "cpu" in sections:
-                results["cpu"] = cpu_section(spark, base, args.items, overrides)
+                results["cpu"] = cpu_section(spark, base, args.items, overrides, args.repeats)
             if "incremental" in sections:
-                results["incremental"] = incremental_section(spark, base, args.incremental_items, args.changed, overrides)
+                results["incremental"] = incremental_section(
+                    spark, base, args.incremental_items, args.changed, overrides
+                )
         if "gpu" in sections:
             results["gpu"] = gpu_section(args.gpu_items)
     finally:
