@@ -35,3 +35,25 @@ def sample_catalog() -> Path:
 @pytest.fixture(scope="session")
 def sample_interactions() -> Path:
     return SAMPLE_DIR / "interactions.jsonl"
+
+
+@pytest.fixture(scope="session")
+def make_context(spark, tmp_path_factory):
+    """Build a StageContext for a fresh run dir: ``make_context(catalog, interactions, overrides={...})``."""
+    from jobs.common.layout import RunLayout
+    from jobs.common.pipeline_config import PipelineConfig
+    from jobs.common.stage import Inputs, StageContext
+
+    def build(catalog="", interactions="", *, fmt="auto", overrides=None, run_dir=None, previous_version=None, snapshot_id="test"):
+        run_dir = Path(run_dir) if run_dir else tmp_path_factory.mktemp("run")
+        return StageContext(
+            spark=spark,
+            layout=RunLayout(run_dir),
+            config=PipelineConfig.load(overrides=overrides),
+            inputs=Inputs(str(catalog), str(interactions), fmt),
+            snapshot_id=snapshot_id,
+            cache_dir=run_dir.parent / "_cache",
+            previous_version=previous_version,
+        )
+
+    return build

@@ -25,6 +25,20 @@ def write_table(df, path: Path | str, schema: pa.Schema, *, partition_by: list[s
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.parquet(str(path))
+    if "://" not in str(path):
+        canonicalize_part_files(Path(path))
+
+
+def canonicalize_part_files(path: Path) -> None:
+    """Give Spark's part files stable names (no job UUID) and drop its _SUCCESS/.crc side files,
+    so that the same data written twice is the same bytes under the same names."""
+    for leaf in sorted({p.parent for p in path.rglob("part-*")}):
+        parts = sorted(p for p in leaf.iterdir() if p.name.startswith("part-") and not p.name.endswith(".crc"))
+        for index, part in enumerate(parts):
+            suffix = "".join(part.suffixes[-2:]) if part.name.endswith(".snappy.parquet") else part.suffix
+            part.rename(leaf / f"part-{index:05d}{suffix}")
+    for side in list(path.rglob("*.crc")) + list(path.rglob("_SUCCESS")):
+        side.unlink()
 
 
 def read_table(spark, path: Path | str, schema: pa.Schema):
