@@ -23,7 +23,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +205,6 @@ class EncoderSpec:
             fast_path=cfg.fast_path,
             threads=threads,
         )
-
-    def to_metrics(self) -> dict[str, Any]:
-        return {**asdict(self), "encoder_fingerprint": self.fingerprint}
 
 
 # ---------------------------------------------------------------------------------------------
