@@ -158,14 +158,10 @@ def _plot_collisions(out: Path, details: dict, results: dict) -> str | None:
     ax.bar_label(bars, labels=[f"{100 * v:.2f}%" for v in values], fontsize=8)
     if "identical_text_floor" in metrics:
         floor = 100 * metrics["identical_text_floor"]
-        ax.axhline(floor, color="black", linestyle="--", linewidth=1)
-        ax.annotate(
-            f"identical-text floor {floor:.2f}%",
-            (len(labels) - 0.5, floor),
-            ha="right",
-            va="bottom",
-            fontsize=8,
+        ax.axhline(
+            floor, color="black", linestyle="--", linewidth=1, label=f"identical-text floor {floor:.2f}%"
         )
+        ax.legend(loc="upper right", fontsize=8)
     ax.set_ylabel("% of items sharing the key")
     ax.set_title("Collision rate by prefix level, before and after resolution", loc="left")
     fig.tight_layout()

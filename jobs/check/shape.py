@@ -20,7 +20,8 @@ def codebook_shape(
     source = "config"
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
-        levels, size, source = meta.get("num_levels"), meta.get("codebook_size"), CODEBOOK_META
+        levels = meta.get("num_levels") or meta.get("levels")
+        size, source = meta.get("codebook_size"), CODEBOOK_META
     cfg = ctx.config
     size = (
         size
@@ -33,6 +34,7 @@ def codebook_shape(
         or cfg.check.num_levels
         or getattr(cfg.sids, "num_levels", None)
         or getattr(cfg.codebook, "num_levels", None)
+        or getattr(cfg.codebook, "levels", None)
     )
     levels = int(levels) if levels else observed_levels
     if isinstance(size, (list, tuple)):

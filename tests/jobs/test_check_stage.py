@@ -71,7 +71,10 @@ def write_rows(spark, rows, path, schema):
 
 
 def make_ctx(spark, run_dir, check=None, previous=None) -> StageContext:
-    overrides = {"check": {"codebook_size": 4, **(check or {})}}
+    overrides = {
+        "codebook": {"levels": 2, "codebook_size": 4},
+        "check": {"codebook_size": 4, **(check or {})},
+    }
     return StageContext(
         spark=spark,
         layout=RunLayout(run_dir),

@@ -27,7 +27,7 @@ def make_ctx(spark, run_dir) -> StageContext:
     return StageContext(
         spark=spark,
         layout=RunLayout(run_dir),
-        config=PipelineConfig.load(overrides={"check": {"codebook_size": 4}}),
+        config=PipelineConfig.load(overrides={"codebook": {"levels": 2, "codebook_size": 4}}),
         inputs=Inputs("", ""),
         snapshot_id="test",
         cache_dir=run_dir.parent / "cache",
