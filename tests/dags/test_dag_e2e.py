@@ -21,6 +21,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from test_publish_fakes import small_pipeline_overrides, write_snapshot
 
+from jobs.common.pipeline_config import PipelineConfig
+
 PIPELINE = ["ingest", "embed", "fuse", "codebook", "sids", "check", "sft"]
 N_ITEMS = 100
 
@@ -69,8 +71,9 @@ def test_airflow_dags_test_runs_the_snapshot_dag_and_publishes_once(tmp_path, is
     assert migrated.returncode == 0, migrated.stderr[-3000:]
 
     cat, inter, _ = write_snapshot(tmp_path / "snap", n_items=N_ITEMS)
+    # The whole resolved config, so a default changed by other work mid-test cannot change the version.
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(small_pipeline_overrides()))
+    config.write_text(yaml.safe_dump(PipelineConfig.load(overrides=small_pipeline_overrides()).to_dict()))
     root = tmp_path / "published"
     conf = {
         "snapshot_id": "2026-11-23",
