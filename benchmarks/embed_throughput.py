@@ -115,7 +115,10 @@ def cpu_section(spark, base: Path, n_items: int, overrides: dict, repeats: int) 
         fast, seconds = timed(lambda: encoder.encode(texts))
         fast_times.append(seconds)
         result, seconds = stage_run(spark, base, f"cold{round_}", items, f"cache{round_}", overrides)
+        if not stage_times or seconds < min(stage_times):
+            best_result = result  # report the step timings of the round that counts
         stage_times.append(seconds)
+    result = best_result
     items_out = result.counts["items_out"]
     bare_s, fast_s, stage_s = min(bare_times), min(fast_times), min(stage_times)
     return {
