@@ -10,4 +10,4 @@ from tokenizer.errors import CodebookMismatch, EmbeddingError
 from tokenizer.render import TokenFormat, render
 from tokenizer.train import METHODS, fit
 
-__all__ = ["Codebook", "CodebookMismatch", "EmbeddingError", "TokenFormat", "check_embeddings", "fit", "render", "METHODS"]
+__all__ = ["METHODS", "Codebook", "CodebookMismatch", "EmbeddingError", "TokenFormat", "check_embeddings", "fit", "render"]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -174,7 +175,7 @@ class Codebook:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Codebook":
+    def load(cls, path: str | Path) -> Codebook:
         path = Path(path)
         meta_path = path / META_FILE
         if not meta_path.is_file():
@@ -201,7 +202,7 @@ class Codebook:
             raise ValueError(f"codebook at {path} is corrupt: content hash {cb.codebook_id} != recorded {meta['codebook_id']}")
         return cb
 
-    def with_metadata(self, **changes: Any) -> "Codebook":
+    def with_metadata(self, **changes: Any) -> Codebook:
         from dataclasses import replace
 
         return replace(self, **changes)

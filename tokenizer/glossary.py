@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
 GLOSSARY_FORMAT = "1"
 TERM_PATTERN = r"[a-z][a-z0-9]{2,}"
 STOPWORDS = frozenset(
-    "and the for with inch pack set pcs piece pieces from that this are not use per each new"
-    " count size one two type used made high low".split()
+    ["and", "the", "for", "with", "inch", "pack", "set", "pcs", "piece", "pieces", "from", "that", "this", "are", "not", "use", "per", "each", "new", "count", "size", "one", "two", "type", "used", "made", "high", "low"]
 )
 _TERM_RE = re.compile(TERM_PATTERN)
 
@@ -111,8 +111,26 @@ def build_glossary(agg: dict[str, Any], *, render_prefix, top_terms: int = 8) ->
     return {"format": GLOSSARY_FORMAT, "items": int(agg["items"]), "prefix_levels": sorted({lv for lv, _ in sizes}), "prefixes": prefixes}
 
 
-def sid_semantics(glossary: dict[str, Any], sid: Sequence[int], *, render_prefix) -> list[dict[str, Any]]:
-    """Glossary entries of a SID's prefixes, shortest first (level 1, then levels 1-2, ...)."""
+def load_glossary(path) -> dict[str, Any]:
+    """Read ``glossary.json`` (e.g. ``layout.sid_artifacts / "glossary.json"``)."""
+    import json
+    from pathlib import Path
+
+    return json.loads(Path(path).read_text())
+
+
+def _default_render(codes: Sequence[int]) -> str:
+    from tokenizer.render import TokenFormat
+
+    return TokenFormat().render(codes)
+
+
+def sid_semantics(glossary: dict[str, Any], sid: Sequence[int], *, render_prefix=None) -> list[dict[str, Any]]:
+    """Glossary entries of a SID's prefixes, shortest first (level 1, then levels 1-2, ...).
+
+    ``render_prefix`` must match the run's token format (``sid_format.json``); default ``<a_1><b_2>``.
+    """
+    render_prefix = render_prefix or _default_render
     out = []
     for lv in glossary["prefix_levels"]:
         entry = glossary["prefixes"].get(render_prefix(list(sid[:lv])))
@@ -121,7 +139,7 @@ def sid_semantics(glossary: dict[str, Any], sid: Sequence[int], *, render_prefix
     return out
 
 
-def describe_sid(glossary: dict[str, Any], sid: Sequence[int], *, render_prefix) -> str:
+def describe_sid(glossary: dict[str, Any], sid: Sequence[int], *, render_prefix=None) -> str:
     """One line an SFT template can use: deepest known prefix's category and terms."""
     entries = sid_semantics(glossary, sid, render_prefix=render_prefix)
     if not entries:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def collision_stats(codes: np.ndarray) -> dict[str, Any]:
         "colliding_items": colliding,
         "collision_rate": colliding / n,
         "max_bucket": int(counts.max()),
-        "distinct": int(len(counts)),
+        "distinct": len(counts),
     }
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 DEFAULT_TEMPLATE = "<{level}_{code}>"
 DEFAULT_LEVEL_NAMES = string.ascii_lowercase

@@ -18,7 +18,7 @@ The group function works on one prefix group as a pandas frame, so Spark runs it
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd

@@ -60,7 +60,7 @@ def training_metrics(cb: Codebook, x: np.ndarray) -> dict[str, Any]:
     """Deterministic metrics of a codebook on its own training sample (stored in the artifact)."""
     codes = cb.encode(x)
     return {
-        "train_items": int(len(x)),
+        "train_items": len(x),
         "train_recon_mse": reconstruction_mse(x, cb.decode(codes)),
         "train_levels": level_usage(codes, cb.codebook_size),
         "train_collisions": collision_stats(codes),

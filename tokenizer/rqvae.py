@@ -37,7 +37,7 @@ class RQVAESettings:
 
 
 def _mlp(sizes: list[int]):
-    import torch.nn as nn
+    from torch import nn
 
     layers: list[Any] = []
     for i in range(len(sizes) - 1):
@@ -211,7 +211,7 @@ class _Adam:
 
 
 def _export(seq) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    import torch.nn as nn
+    from torch import nn
 
     return tuple(
         (m.weight.detach().cpu().numpy().T.copy().astype(np.float32), m.bias.detach().cpu().numpy().astype(np.float32))

@@ -10,7 +10,8 @@ Interior nodes map the next allowed token to a subtree; a leaf holds the item_id
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 TRIE_FORMAT = "1"
 

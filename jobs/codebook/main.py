@@ -17,8 +17,8 @@ from pathlib import Path
 from jobs.codebook.transform import embedding_space, frozen_drift, training_sample, validate_embeddings
 from jobs.common.io import read_table
 from jobs.common.stage import StageContext, StageResult, stage_main
-from schemas.embeddings import C as E
 from schemas.embeddings import EMBEDDINGS
+from schemas.embeddings import C as E
 from schemas.sids import SIDS
 from tokenizer.codebook import Codebook
 from tokenizer.errors import CodebookMismatch

@@ -21,11 +21,18 @@ from jobs.codebook.main import read_valid_embeddings
 from jobs.codebook.transform import encode_codes
 from jobs.common.io import atomic_write_text, read_table, write_table
 from jobs.common.stage import GateFailed, StageContext, StageResult, stage_main
-from jobs.sids.transform import KEPT, fill_item_ordinals, glossary_aggregates, max_group_size, render_tokens, resolve
+from jobs.sids.transform import (
+    KEPT,
+    fill_item_ordinals,
+    glossary_aggregates,
+    max_group_size,
+    render_tokens,
+    resolve,
+)
 from schemas.catalog import CATALOG
 from schemas.embeddings import C as E
-from schemas.sids import C as S
 from schemas.sids import SIDS
+from schemas.sids import C as S
 from tokenizer.codebook import Codebook
 from tokenizer.glossary import build_glossary
 from tokenizer.metrics import usage_from_counts

@@ -38,8 +38,8 @@ def write_inputs(spark, layout, rows: list[dict], emb: np.ndarray, *, fingerprin
     from schemas.catalog import CATALOG
     from schemas.catalog import C as CAT
     from schemas.convert import to_spark
-    from schemas.embeddings import C as E
     from schemas.embeddings import EMBEDDINGS
+    from schemas.embeddings import C as E
 
     cat_rows = [
         {CAT.item_id: r["item_id"], CAT.title: r.get("title"), CAT.description: r.get("description"), CAT.brand: r.get("brand"),

