@@ -42,7 +42,7 @@ def landed_stages() -> list[str]:
     return stages
 
 
-def _airflow(env, *args, timeout=540):
+def _airflow(env, *args, timeout=1200):
     return subprocess.run(
         [str(Path(sys.executable).parent / "airflow"), *args],
         env=env,
