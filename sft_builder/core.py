@@ -30,7 +30,7 @@ ITEM_KEYS = (ITEM_ID, SID, TITLE, BRAND, CATEGORY, CATEGORY_PATH, PRICE_BAND, PR
 
 def stable_hash(*parts: Any) -> int:
     """64-bit hash of the parts' text; the same on every machine, process and Python version."""
-    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    text = "\x1f".join([p if isinstance(p, str) else ("" if p is None else str(p)) for p in parts])
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
@@ -42,6 +42,23 @@ def stable_fraction(*parts: Any) -> float:
 def hash_order(items: Iterable[Any], *parts: Any, key=lambda x: x) -> list:
     """The items in an order fixed by (parts, item key): a deterministic shuffle."""
     return sorted(items, key=lambda it: (stable_hash(*parts, key(it)), key(it)))
+
+
+def hash_sample(pool, count: int, *parts, skip=frozenset(), key=lambda x: x, max_tries: int = 4) -> list:
+    """Up to ``count`` distinct items of ``pool`` at hashed positions, skipping keys in ``skip``: cost in
+    O(count), independent of the pool's size (a full ``hash_order`` would hash every item)."""
+    if not pool:
+        return []
+    out, taken = [], set(skip)
+    for attempt in range(count * max_tries):
+        if len(out) >= count:
+            break
+        cand = pool[stable_hash(*parts, attempt) % len(pool)]
+        k = key(cand)
+        if k not in taken:
+            taken.add(k)
+            out.append(cand)
+    return out
 
 
 def record_id(task: str, split: str, key: str) -> str:
@@ -131,7 +148,7 @@ def make_record(
 
 def content_hash(record: dict) -> str:
     """What makes two records identical: task and the conversation (ids and splits aside)."""
-    text = json.dumps([record[R.task], record[R.messages]], sort_keys=True, ensure_ascii=False)
+    text = "\x1e".join([record[R.task]] + [f"{m['role']}\x1f{m['content']}" for m in record[R.messages]])
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 

@@ -78,6 +78,8 @@ class SftConfig(StageConfig):
     # Upper price bounds of the price bands (currency units); null prices have no band.
     price_bands: tuple[float, ...] = (10.0, 25.0, 50.0, 100.0)
     dedup: bool = True
+    # Run sft_builder.validate.find_leaks on the written corpus; a leak fails the stage (GateFailed).
+    check_leaks: bool = True
     write_hf_dataset: bool = True
     # Spark partitions of the per-user record building (0: the session's shuffle partitions).
     build_partitions: int = Field(default=0, ge=0)

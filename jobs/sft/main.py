@@ -18,9 +18,9 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from jobs.common.io import atomic_write_text, fingerprint_path, read_table, write_table
-from jobs.common.stage import StageContext, StageResult, stage_main
+from jobs.common.stage import GateFailed, StageContext, StageResult, stage_main
 from jobs.sft import transform as T
-from jobs.sft.write import write_corpus
+from jobs.sft.write import read_corpus, write_corpus
 from schemas.catalog import CATALOG
 from schemas.interactions import INTERACTIONS
 from schemas.quarantine import QUARANTINE
@@ -31,6 +31,7 @@ from schemas.sids import SIDS
 from schemas.sids import C as S
 from sft_builder.card import render_card
 from sft_builder.hf import write_dataset_dict
+from sft_builder.validate import find_leaks
 
 log = logging.getLogger("sidpipe.sft")
 STAGE = "sft"
@@ -75,12 +76,20 @@ def run(ctx: StageContext) -> StageResult:
     sids = read_table(spark, layout.sids, SIDS)
     glossary = read_glossary(layout.sid_artifacts)
 
-    parts = T.build_corpus(spark, catalog, interactions, sids, glossary, cfg, ctx.seed)
-    records = parts.records.persist(StorageLevel.MEMORY_AND_DISK)
+    timings: dict = {}
+    with T.timed(timings, "prepare"):
+        parts = T.build_corpus(spark, catalog, interactions, sids, glossary, cfg, ctx.seed)
+    built = parts.records.persist(StorageLevel.MEMORY_AND_DISK)
     partitions = cfg.build_partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    dup_ids = T.duplicate_ids(built).persist(StorageLevel.MEMORY_AND_DISK) if cfg.dedup else None
     try:
-        counts = write_corpus(records, layout.sft, partitions=partitions)
-        stats = token_stats(records)
+        with T.timed(timings, "build_records_and_dedup"):
+            duplicates = dup_ids.count() if dup_ids is not None else 0
+        records = parts.final_records(built, dup_ids, cfg)
+        with T.timed(timings, "write_parquet"):
+            counts = write_corpus(records, layout.sft, partitions=partitions)
+        with T.timed(timings, "token_stats"):
+            stats = token_stats(records)
         quarantine_dir = layout.quarantine / STAGE
         write_table(parts.quarantine.repartition(1).sortWithinPartitions(Q.source, Q.reason, Q.detail, Q.record), quarantine_dir,
                     QUARANTINE)
@@ -89,14 +98,24 @@ def run(ctx: StageContext) -> StageResult:
                    for r in spark.read.parquet(str(quarantine_dir)).groupBy(Q.source, Q.reason).count().collect()}
         n_used = parts.events.where(F.col(T.REASON).isNull()).count()
     finally:
-        records.unpersist()
+        built.unpersist()
+        if dup_ids is not None:
+            dup_ids.unpersist()
         parts.release()
     for note in parts.notes:
         log.info("sft: %s", note)
     n_interactions = parts.metrics.pop("interactions_in")
+    leaks = 0
+    if cfg.check_leaks:
+        with T.timed(timings, "leak_check"):
+            leaks = find_leaks(read_corpus(spark, layout.sft), valid_start_us=parts.metrics.get("valid_start_us")).count()
+        if leaks:
+            raise GateFailed(f"sft leakage check: {leaks} training records mention an item their user holds out "
+                             "(sft_builder.validate.find_leaks lists them)")
     codebook_ids = sorted(r[0] for r in sids.select(S.codebook_id).distinct().collect() if r[0])
 
-    hf_rows = write_dataset_dict(layout.sft, layout.hf_dataset) if cfg.write_hf_dataset else {}
+    with T.timed(timings, "hf_dataset"):
+        hf_rows = write_dataset_dict(layout.sft, layout.hf_dataset) if cfg.write_hf_dataset else {}
     fingerprints = {"catalog": fingerprint_path(layout.catalog), "interactions": fingerprint_path(layout.interactions),
                     "sids": fingerprint_path(layout.sids)}
     if glossary is not None:
@@ -110,9 +129,10 @@ def run(ctx: StageContext) -> StageResult:
     total = {split: sum(c.get(split, 0) for c in counts.values()) for split in SPLITS}
     result_counts = {"interactions_in": n_interactions, "interactions_used": n_used,
                      "interactions_quarantined": sum(v for k, v in reasons.items() if k.startswith("quarantined_interactions_")),
+                     "duplicates_removed": duplicates, "leaks": leaks,
                      **reasons, **{f"records_{s}": n for s, n in total.items()},
                      **{f"records_{t}_{s}": n for t, c in counts.items() for s, n in c.items()}}
-    metrics = {**parts.metrics, "token_stats": stats, "codebook_ids": codebook_ids, "fingerprints": fingerprints, "hf_rows": hf_rows}
+    metrics = {**parts.metrics, "seconds": {**parts.metrics.get("seconds", {}), **timings}, "token_stats": stats, "codebook_ids": codebook_ids, "fingerprints": fingerprints, "hf_rows": hf_rows}
     outputs = {"sft": str(layout.sft), "card": str(layout.sft / CARD), "quarantine": str(quarantine_dir)}
     if cfg.write_hf_dataset:
         outputs["hf_dataset"] = str(layout.hf_dataset)

@@ -10,6 +10,8 @@ workers with the builders.
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -129,7 +131,7 @@ def tag_events(interactions: DataFrame, items_checked: DataFrame, split_mode: st
     ev = interactions.select(
         F.col(INT.user_id), F.col(INT.item_id).alias(core.ITEM_ID), F.col(INT.seq_index).alias(SEQ),
         F.unix_micros(F.col(INT.timestamp)).alias(TS), F.nullif(F.trim(F.col(INT.query)), F.lit("")).alias(QUERY),
-        F.col(INT.session_id).alias(SESSION), F.to_json(F.struct(*[F.col(c) for c in interactions.columns])).alias("_raw"),
+        F.col(INT.session_id).alias(SESSION), F.col(INT.event_type),
     ).join(item_reason, core.ITEM_ID, "left")
     bad_item = F.when(F.col("_known").isNull(), F.lit(Reason.ITEM_NOT_IN_CATALOG)).when(
         F.col("_item_reason") == Reason.SID_WITHOUT_ITEM, F.lit(Reason.ITEM_NOT_IN_CATALOG)
@@ -146,6 +148,9 @@ def tag_events(interactions: DataFrame, items_checked: DataFrame, split_mode: st
         pos = F.row_number().over(from_end)
         split = F.when(pos == 1, F.lit(TEST)).when(pos == 2, F.lit(VALIDATION)).otherwise(F.lit(TRAIN))
     else:
+        # Temporal: sequences must be in time order for "history before target" to mean "earlier"; the
+        # curated log promises it, re-deriving the order here keeps a violating log from leaking.
+        ev = ev.withColumn(SEQ, F.row_number().over(Window.partitionBy(INT.user_id).orderBy(TS, SEQ)) - 1)
         valid_start, test_start = cutoffs
         split = F.when(F.col(TS) < valid_start, F.lit(TRAIN)).when(F.col(TS) < test_start, F.lit(VALIDATION)).otherwise(F.lit(TEST))
     return ev.withColumn(SPLIT, F.when(F.col(REASON).isNull(), split)).drop("_n", "_item_reason", "_known")
@@ -155,7 +160,8 @@ def event_quarantine(events_tagged: DataFrame) -> DataFrame:
     return events_tagged.where(F.col(REASON).isNotNull()).select(
         F.lit(STAGE).alias(Q.stage), F.lit("interactions").alias(Q.source), F.col(REASON).alias(Q.reason),
         F.concat(F.lit("user "), F.col(INT.user_id), F.lit(" item "), F.col(core.ITEM_ID)).alias(Q.detail),
-        F.col("_raw").alias(Q.record),
+        F.to_json(F.struct(F.col(INT.user_id), F.col(core.ITEM_ID), F.col(INT.event_type), F.col(SEQ).alias(INT.seq_index),
+                           F.timestamp_micros(F.col(TS)).alias(INT.timestamp), F.col(QUERY), F.col(SESSION))).alias(Q.record),
     )
 
 
@@ -179,11 +185,10 @@ def complements(events: DataFrame, items: DataFrame, cfg: SftConfig) -> DataFram
     positions in training histories, at least ``bundle_min_count`` times, different category)."""
     train = events.where(F.col(SPLIT) == TRAIN).select(INT.user_id, core.ITEM_ID, SEQ)
     order = Window.partitionBy(INT.user_id).orderBy(SEQ)
-    pairs = None
-    for k in range(1, cfg.bundle_window + 1):
-        step = train.select(F.col(core.ITEM_ID).alias("a"), F.lead(core.ITEM_ID, k).over(order).alias("b")).where(F.col("b").isNotNull())
-        both = step.union(step.select(F.col("b").alias("a"), F.col("a").alias("b")))
-        pairs = both if pairs is None else pairs.union(both)
+    ahead = F.array(*[F.lead(core.ITEM_ID, k).over(order) for k in range(1, cfg.bundle_window + 1)])
+    step = train.withColumn("_ahead", ahead).select(F.col(core.ITEM_ID).alias("a"), F.explode("_ahead").alias("b")).where(
+        F.col("b").isNotNull())
+    pairs = step.union(step.select(F.col("b").alias("a"), F.col("a").alias("b")))
     counted = pairs.groupBy("a", "b").agg(F.count(F.lit(1)).alias(COUNT)).where(F.col(COUNT) >= cfg.bundle_min_count)
     cat_a = items.select(F.col(core.ITEM_ID).alias("a"), F.col(core.CATEGORY).alias("_cat_a"))
     other = items.select(F.col(core.ITEM_ID).alias("b"), _item_struct().alias("_b"))
@@ -346,12 +351,19 @@ def derived_search_records(items: DataFrame, ctx: BuildContext) -> DataFrame:
 SPLIT_PRIORITY = {TEST: 0, VALIDATION: 1, TRAIN: 2}
 
 
-def deduplicate(records: DataFrame) -> DataFrame:
-    """Keep one record per identical (task, conversation). A conversation present in an evaluation split
-    and in train is kept in the evaluation split (dropping it from train also prevents contamination)."""
+def duplicate_ids(records: DataFrame) -> DataFrame:
+    """Ids of the records to drop so that one record remains per identical (task, conversation): the one
+    kept is in the evaluation split when the conversation is also in train (dropping it from train
+    prevents contamination), then the lowest id. Only the small key columns are shuffled."""
     priority = F.create_map(*[x for k, v in SPLIT_PRIORITY.items() for x in (F.lit(k), F.lit(v))])[F.col(R.split)]
     w = Window.partitionBy(R.task, CONTENT).orderBy(priority, R.id)
-    return records.withColumn("_dup", F.row_number().over(w)).where(F.col("_dup") == 1).drop("_dup")
+    keys = records.select(R.task, CONTENT, R.split, R.id)
+    return keys.withColumn("_n", F.row_number().over(w)).where(F.col("_n") > 1).select(R.id)
+
+
+def deduplicate(records: DataFrame, duplicates: DataFrame | None = None) -> DataFrame:
+    duplicates = duplicate_ids(records) if duplicates is None else duplicates
+    return records.join(F.broadcast(duplicates), R.id, "left_anti")
 
 
 def apply_mixture(records: DataFrame, cfg: SftConfig) -> DataFrame:
@@ -374,15 +386,29 @@ def token_counts(records: DataFrame) -> DataFrame:
     return records.select(R.task, R.split, F.regexp_count(text, F.lit(r"<[^<>\s]+>|\w+|[^\w\s]")).alias("tokens"))
 
 
+@contextmanager
+def timed(metrics: dict, name: str):
+    """Wall seconds of one step into ``metrics["seconds"][name]`` (the manifest shows where time goes)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.setdefault("seconds", {})[name] = round(time.perf_counter() - start, 2)
+
+
 @dataclass
 class CorpusParts:
-    records: DataFrame  # RECORDS_WITH_CONTENT, deduplicated and mixed
+    records: DataFrame  # RECORDS_WITH_CONTENT, before dedup and mixture: see final_records()
     quarantine: DataFrame  # QUARANTINE rows
     events: DataFrame  # tagged events (usable and not), for counting
     items_checked: DataFrame
     notes: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     cached: list = field(default_factory=list)  # persisted intermediates: unpersist when done
+
+    def final_records(self, records: DataFrame, duplicates: DataFrame | None, cfg: SftConfig) -> DataFrame:
+        """The corpus: ``duplicates`` (ids, see :func:`duplicate_ids`) dropped, mixture weights and caps applied."""
+        return apply_mixture(deduplicate(records, duplicates) if duplicates is not None else records, cfg)
 
     def release(self) -> None:
         for df in self.cached:
@@ -408,7 +434,8 @@ def build_corpus(
     elif mode == TEMPORAL and (missing_ts or not has_events):
         raise ValueError("sft.split_mode is 'temporal' but the interaction log has events without a timestamp")
     metrics["split_mode"] = mode
-    cutoffs = temporal_cutoffs(interactions, cfg) if mode == TEMPORAL else None
+    with timed(metrics, "cutoffs"):
+        cutoffs = temporal_cutoffs(interactions, cfg) if mode == TEMPORAL else None
     if cutoffs:
         metrics["valid_start_us"], metrics["test_start_us"] = cutoffs
     metrics["queries"] = "logged" if has_queries else "derived"
@@ -429,7 +456,8 @@ def build_corpus(
         metrics["trending_rec_skipped"] = "no_timestamps"
     elif "trending_rec" in enabled:
         trend_cutoffs = {TRAIN: cutoffs[0], TEST: cutoffs[1]}
-        trend_lists = trending(usable, items, cfg, trend_cutoffs)
+        with timed(metrics, "trending"):
+            trend_lists = trending(usable, items, cfg, trend_cutoffs)
     if "sid_semantics" in enabled and not glossary:
         enabled.remove("sid_semantics")
         notes.append("sid_semantics skipped: no SID glossary (sid_artifacts/glossary.json) was found")
@@ -437,7 +465,8 @@ def build_corpus(
 
     need_comps = "bundle" in enabled or "multi_turn_fulfillment" in enabled
     comps = complements(usable, items, cfg).persist(StorageLevel.MEMORY_AND_DISK) if need_comps else None
-    prefix_pool, category_pool, global_pool = candidate_pools(items, usable, cfg, seed)
+    with timed(metrics, "pools"):
+        prefix_pool, category_pool, global_pool = candidate_pools(items, usable, cfg, seed)
     ctx = BuildContext(cfg=cfg, seed=seed, split_mode=mode, has_logged_queries=has_queries, prefix_pool=prefix_pool,
                        category_pool=category_pool, global_pool=global_pool, trending=trend_lists, trend_cutoffs=trend_cutoffs)
 
@@ -459,9 +488,6 @@ def build_corpus(
     records = parts[0]
     for p in parts[1:]:
         records = records.unionByName(p)
-    if cfg.dedup:
-        records = deduplicate(records)
-    records = apply_mixture(records, cfg)
     quarantine = item_quarantine(items_checked).unionByName(event_quarantine(events))
     cached = [df for df in (items_checked, events, comps) if df is not None]
     return CorpusParts(records=records, quarantine=quarantine, events=events, items_checked=items_checked, notes=notes,

@@ -9,7 +9,7 @@ follow by how many leading SID tokens they share with it, then by hash.
 from __future__ import annotations
 
 from sft_builder.context import BuildContext
-from sft_builder.core import Template, hash_order, make_record, pick_template, sid_list
+from sft_builder.core import Template, hash_order, hash_sample, make_record, pick_template, sid_list
 from sft_builder.split import max_event_ts, user_items
 from sft_builder.tasks.base import sid_prefix_len, user_targets
 
@@ -33,16 +33,12 @@ TEMPLATES = (
 def sample_negatives(target: dict, exclude: set[str], key: str, ctx: BuildContext) -> list[dict]:
     n = ctx.cfg.num_negatives
     n_same = round(n * ctx.cfg.same_prefix_fraction)
-    taken = set(exclude) | {target["item_id"]}
-    negatives = []
-    for pool, want in ((ctx.prefix_pool.get(target.get("prefix"), []), n_same), (ctx.global_pool, n)):
-        for cand in hash_order(pool, NAME, key, ctx.seed, key=lambda it: it["item_id"]):
-            if len(negatives) >= want:
-                break
-            if cand["item_id"] not in taken:
-                taken.add(cand["item_id"])
-                negatives.append(cand)
-    return negatives
+    skip = set(exclude) | {target["item_id"]}
+    same = hash_sample(ctx.prefix_pool.get(target.get("prefix"), []), n_same, NAME, "prefix", key, ctx.seed, skip=skip,
+                       key=lambda it: it["item_id"])
+    skip |= {it["item_id"] for it in same}
+    rest = hash_sample(ctx.global_pool, n - len(same), NAME, "global", key, ctx.seed, skip=skip, key=lambda it: it["item_id"])
+    return same + rest
 
 
 def build_user(user_id: str, events: list[dict], ctx: BuildContext) -> list[dict]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 
 from sft_builder.context import BuildContext
-from sft_builder.core import Template, hash_order, make_record, pick_template, stable_hash
+from sft_builder.core import Template, hash_sample, make_record, pick_template, stable_hash
 from sft_builder.split import SESSION, max_event_ts, user_items
 from sft_builder.tasks.base import sid_prefix_len, user_targets
 
@@ -87,8 +87,8 @@ def build_dialogue(user_id: str, events: list[dict], index: int, split: str, ctx
 
     by_prefix = not item.get("category") or h("retrieve") % 2 == 1
     pool = ctx.prefix_pool.get(item.get("prefix"), []) if by_prefix else ctx.category_pool.get(item["category"], [])
-    others = [c for c in hash_order(pool, NAME, key, ctx.seed, key=lambda it: it["item_id"])
-              if c["item_id"] not in exclude and c["item_id"] != item["item_id"]][: cfg.dialogue_results - 1]
+    others = hash_sample(pool, cfg.dialogue_results - 1, NAME, key, ctx.seed, skip=exclude | {item["item_id"]},
+                         key=lambda it: it["item_id"])
     results = list(others)
     results.insert(h("slot") % (len(others) + 1), item)
 
