@@ -31,7 +31,7 @@ from jobs.common.io import atomic_write_text, fingerprint_path
 from jobs.common.layout import RunLayout
 from jobs.common.pipeline_config import REPO_ROOT, PipelineConfig, deep_merge
 from jobs.common.spark import get_session
-from jobs.common.stage import GateFailed, Inputs, StageContext, StageResult, write_marker
+from jobs.common.stage import run_gate, GateFailed, Inputs, StageContext, StageResult, write_marker
 from sidpipe.publish import (
     DatasetPaths,
     PublishError,
@@ -260,11 +260,7 @@ def _optional(module: str, attr: str):
 
 def apply_gate(stage: str, ctx: StageContext, result: StageResult) -> None:
     """Run the stage's quality gate; its findings go into ``result.metrics['gate']``. Raises GateFailed."""
-    gate_stage = _optional("jobs.check.gates", "gate_stage")
-    if gate_stage is None:
-        return
-    findings = gate_stage(stage, ctx, result) or {}
-    result.metrics["gate"] = {**(result.metrics.get("gate") or {}), **findings}
+    run_gate(stage, ctx, result)
 
 
 def write_run_report(ctx: StageContext, results: dict[str, StageResult]) -> Path | None:

@@ -52,9 +52,12 @@ def get_session(cfg: SparkConfig | None = None, *, master: str | None = None):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder
+    # Under spark-submit (PYSPARK_GATEWAY_PORT set) the submitter's --master wins unless one is forced.
+    if master or "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(master or cfg.master)
     builder = (
-        SparkSession.builder.master(master or cfg.master)
-        .appName(cfg.app_name)
+        builder.appName(cfg.app_name)
         .config("spark.driver.memory", cfg.driver_memory)
         .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")

@@ -104,6 +104,14 @@ def write_marker(ctx: StageContext, stage: str, result: StageResult) -> None:
     os.replace(tmp, path)
 
 
+def run_gate(stage: str, ctx: StageContext, result: StageResult) -> None:
+    """Run the quality gate of ``stage`` on its output; raises GateFailed. Shared by every runner."""
+    from jobs.check.gates import gate_stage
+
+    findings = gate_stage(stage, ctx, result) or {}
+    result.metrics["gate"] = {**(result.metrics.get("gate") or {}), **findings}
+
+
 def stage_main(stage: str, fn: StageFn, argv: list[str] | None = None) -> int:
     """Entry point used by each ``jobs/<stage>/main.py`` under spark-submit or the CLI."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -113,9 +121,12 @@ def stage_main(stage: str, fn: StageFn, argv: list[str] | None = None) -> int:
     ctx = context_from_args(args)
     try:
         result = fn(ctx)
+        run_gate(stage, ctx, result)
     except GateFailed as exc:
         log.error("gate failed in stage %s: %s", stage, exc)
         return 3
+    # The same hash the in-process runner records, so either runner resumes the other's run.
+    result.metrics["_config_hash"] = ctx.config.stage_hash(stage)
     write_marker(ctx, stage, result)
     print(json.dumps({"stage": stage, **result.to_dict()}, default=str, sort_keys=True))
     return 0
