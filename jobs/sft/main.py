@@ -132,7 +132,7 @@ def run(ctx: StageContext) -> StageResult:
                      "duplicates_removed": duplicates, "leaks": leaks,
                      **reasons, **{f"records_{s}": n for s, n in total.items()},
                      **{f"records_{t}_{s}": n for t, c in counts.items() for s, n in c.items()}}
-    metrics = {**parts.metrics, "seconds": {**parts.metrics.get("seconds", {}), **timings}, "token_stats": stats, "codebook_ids": codebook_ids, "fingerprints": fingerprints, "hf_rows": hf_rows}
+    metrics = {**parts.metrics, "seconds": {**parts.metrics.get("seconds", {}), **timings.get("seconds", {})}, "token_stats": stats, "codebook_ids": codebook_ids, "fingerprints": fingerprints, "hf_rows": hf_rows}
     outputs = {"sft": str(layout.sft), "card": str(layout.sft / CARD), "quarantine": str(quarantine_dir)}
     if cfg.write_hf_dataset:
         outputs["hf_dataset"] = str(layout.hf_dataset)
