@@ -104,8 +104,9 @@ def generate(run_dir: Path, *, n_items: int, n_interactions: int, seed: int = 0)
     for path, table in ((layout.catalog, catalog), (layout.sids, sids), (layout.interactions, interactions)):
         path.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path / "part-00000.parquet")
-    glossary = {"levels": {"1": {f"<a_{k}>": {"count": int((a == k).sum()), "category": f"Category {k}", "terms": ["steel", "tape"],
-                                              "examples": [titles[int(np.flatnonzero(a == k)[0])]]} for k in np.unique(a)}}}
+    glossary = {"format": 1, "prefix_levels": [1], "prefixes": {
+        f"<a_{k}>": {"level": 1, "item_count": int((a == k).sum()), "category_path": [f"Category {k}"], "top_terms": ["steel", "tape"],
+                     "example_titles": [titles[int(np.flatnonzero(a == k)[0])]]} for k in np.unique(a)}}
     layout.sid_artifacts.mkdir(parents=True, exist_ok=True)
     (layout.sid_artifacts / "glossary.json").write_text(json.dumps(glossary))
     return layout

@@ -64,8 +64,9 @@ def build_query_records(query: str, items: list[dict], form: int | None, ctx: Bu
 def build_glossary_records(glossary: dict, ctx: BuildContext) -> list[dict]:
     """sid_semantics records of every prefix in a glossary (bounded by the number of prefixes)."""
     out: list[dict] = []
-    for level, entries in sorted((glossary.get("levels") or {}).items(), key=lambda kv: int(kv[0])):
-        for prefix, entry in sorted(entries.items()):
-            split = key_split(f"p:{level}:{prefix}", ctx.cfg.item_eval_fraction)
-            out.extend(sid_semantics.build_prefix(int(level), prefix, entry or {}, split, ctx))
+    prefixes = glossary.get("prefixes") or {}
+    for prefix, entry in sorted(prefixes.items(), key=lambda kv: (int(kv[1].get("level", 0)), kv[0])):
+        level = int(entry.get("level", 0))
+        split = key_split(f"p:{level}:{prefix}", ctx.cfg.item_eval_fraction)
+        out.extend(sid_semantics.build_prefix(level, prefix, entry, split, ctx))
     return _finish(out)

@@ -47,8 +47,8 @@ def read_glossary(sid_artifacts: Path) -> dict | None:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"SID glossary {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("levels"), dict):
-        raise ValueError(f"SID glossary {path} must be an object with a 'levels' mapping (level -> prefix -> entry)")
+    if not isinstance(data, dict) or not isinstance(data.get("prefixes"), dict):
+        raise ValueError(f"SID glossary {path} must be an object with a 'prefixes' mapping (prefix token -> entry)")
     return data
 
 

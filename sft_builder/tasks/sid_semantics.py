@@ -1,9 +1,11 @@
 """sid_semantics: a SID prefix -> what kind of product it denotes, from the SID glossary.
 
-Reads the glossary written by the sids stage (``sid_artifacts/glossary.json``)::
+Reads the glossary written by the sids stage (``sid_artifacts/glossary.json``, see tokenizer/glossary.py)::
 
-    {"levels": {"1": {"<a_12>": {"count": int, "category": str, "terms": [str], "examples": [str]}},
-                "2": {"<a_12><b_201>": {...}}}}
+    {"format": 1, "items": int, "prefix_levels": [1, 2],
+     "prefixes": {"<a_12>": {"level": 1, "item_count": int, "category_path": [str], "category_share": float,
+                             "top_terms": [str], "example_titles": [str], "codes": [int]},
+                  "<a_12><b_201>": {"level": 2, ...}}}
 
 One record per prefix; a prefix without a category and without terms says nothing and is skipped.
 """
@@ -32,9 +34,9 @@ TEMPLATES = (
 
 
 def describe_prefix(entry: dict) -> str | None:
-    category = (entry.get("category") or "").strip()
-    terms = [t for t in (entry.get("terms") or []) if t][:MAX_TERMS]
-    examples = [x for x in (entry.get("examples") or []) if x][:MAX_EXAMPLES]
+    category = " > ".join(p for p in (entry.get("category_path") or []) if p).strip()
+    terms = [t for t in (entry.get("top_terms") or []) if t][:MAX_TERMS]
+    examples = [x for x in (entry.get("example_titles") or []) if x][:MAX_EXAMPLES]
     if not category and not terms:
         return None
     parts = [f"Mostly {category}." if category else "Mixed categories."]
@@ -42,8 +44,8 @@ def describe_prefix(entry: dict) -> str | None:
         parts.append("Typical terms: " + ", ".join(terms) + ".")
     if examples:
         parts.append("Examples: " + "; ".join(examples) + ".")
-    if entry.get("count") is not None:
-        parts.append(f"{entry['count']} items.")
+    if entry.get("item_count") is not None:
+        parts.append(f"{entry['item_count']} items.")
     return " ".join(parts)
 
 
@@ -55,4 +57,4 @@ def build_prefix(level: int, prefix: str, entry: dict, split: str, ctx: BuildCon
     tid, tpl = pick_template(TEMPLATES, f"{NAME}:{key}", ctx.seed)
     instruction, data = tpl.render(prefix=prefix, level=level)
     return [make_record(task=NAME, split=split, key=key, instruction=instruction, input=data, output=output, mentioned=[],
-                        metadata={"template": tid, "level": level, "prefix": prefix, "count": entry.get("count")})]
+                        metadata={"template": tid, "level": level, "prefix": prefix, "count": entry.get("item_count")})]

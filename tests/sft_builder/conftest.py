@@ -74,9 +74,9 @@ def make_glossary(catalog: dict[str, dict], sid_rows: list[dict]) -> dict:
     for prefix, items in sorted(by_prefix.items()):
         cats = Counter((it.get("category_path") or [""])[-1] for it in items)
         words = Counter(w for it in items for w in it["title"].lower().split() if w.isalpha() and len(w) > 3)
-        level1[prefix] = {"count": len(items), "category": cats.most_common(1)[0][0], "terms": [w for w, _ in words.most_common(5)],
-                          "examples": [it["title"][:40] for it in items[:2]]}
-    return {"levels": {"1": level1}}
+        level1[prefix] = {"level": 1, "item_count": len(items), "category_path": [cats.most_common(1)[0][0]],
+                          "top_terms": [w for w, _ in words.most_common(5)], "example_titles": [it["title"][:40] for it in items[:2]]}
+    return {"format": 1, "items": len(sid_rows), "prefix_levels": [1], "prefixes": level1}
 
 
 def write_run(run_dir: Path, catalog: dict, users: dict, *, timestamps: bool = False, queries: bool = False, plant_bad: bool = True) -> RunLayout:

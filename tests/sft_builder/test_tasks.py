@@ -65,7 +65,8 @@ def all_records() -> list[dict]:
     for i in range(40):
         recs += build_item_records({**item(i), "complements": [{**item(i + 1), "count": 2}]}, ctx, TASK_NAMES)
     recs += build_query_records("brand1 tape", [item(1), item(5)], 0, ctx)
-    recs += build_glossary_records({"levels": {"1": {"<a_1>": {"count": 4, "category": "Glue", "terms": ["glue"], "examples": ["x"]}}}}, ctx)
+    recs += build_glossary_records({"prefixes": {"<a_1>": {"level": 1, "item_count": 4, "category_path": ["Glue"], "top_terms": ["glue"],
+                                                             "example_titles": ["x"]}}}, ctx)
     return recs
 
 
