@@ -19,7 +19,7 @@ from tokenizer.trie import lookup
 
 pytestmark = pytest.mark.spark
 
-SMALL = {"codebook": {"levels": 3, "codebook_size": 16, "kmeans_iters": 5}}
+SMALL = {"codebook": {"levels": 3, "codebook_size": 32, "kmeans_iters": 5}}
 
 
 def make_ctx(spark, run_dir: Path, *, overrides=None, previous=None) -> StageContext:
@@ -59,9 +59,11 @@ def check_stage_outputs(ctx, cb_result, result, method):
     glossary = json.loads((art / "glossary.json").read_text())
     level1 = [e for e in glossary["prefixes"].values() if e["level"] == 1]
     assert sum(e["item_count"] for e in level1) == 300
-    assert all(e["category_path"] and e["example_titles"] for e in level1)
+    assert all(e["example_titles"] for e in level1)
+    # some sample items have no category path, so a small group may have none as its dominant path
+    assert sum(bool(e["category_path"]) for e in level1) >= 0.8 * len(level1)
     m = result.metrics
-    assert m["raw_colliding_items"] >= 0 and m["level1_used"] <= 16
+    assert m["raw_colliding_items"] >= 0 and m["level1_used"] <= 32
     if method == "hybrid":
         items = json.loads((art / "item_tokens.json").read_text())["item_tokens"]
         assert sorted(items.values()) == sorted(r["item_id"] for r in sids)
