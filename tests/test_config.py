@@ -39,3 +39,7 @@ def test_missing_and_malformed_files(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         PipelineConfig.load(tmp_path / "list.yaml")
+
+
+def test_default_yaml_documents_exactly_the_built_in_defaults():
+    assert PipelineConfig.load(DEFAULT_CONFIG).to_dict() == PipelineConfig().to_dict()
