@@ -52,14 +52,6 @@ def read_glossary(sid_artifacts: Path) -> dict | None:
     return data
 
 
-def _normalise_files(directory: Path) -> None:
-    """Spark's part-<n>-<uuid> names differ per run: rename to part-00000.parquet, drop checksums/markers."""
-    for extra in list(directory.glob(".*.crc")) + list(directory.glob("_SUCCESS")):
-        extra.unlink()
-    for i, f in enumerate(sorted(directory.glob("part-*.parquet"))):
-        f.rename(directory / f"part-{i:05d}.parquet")
-
-
 def token_stats(records) -> dict[str, dict[str, float]]:
     tok = T.token_counts(records)
     rows = tok.groupBy(R.task).agg(
@@ -93,7 +85,6 @@ def run(ctx: StageContext) -> StageResult:
         quarantine_dir = layout.quarantine / STAGE
         write_table(parts.quarantine.repartition(1).sortWithinPartitions(Q.source, Q.reason, Q.detail, Q.record), quarantine_dir,
                     QUARANTINE)
-        _normalise_files(quarantine_dir)
         reasons = {f"quarantined_{r[Q.source]}_{r[Q.reason]}": r["count"]
                    for r in spark.read.parquet(str(quarantine_dir)).groupBy(Q.source, Q.reason).count().collect()}
         n_used = parts.events.where(F.col(T.REASON).isNull()).count()
