@@ -240,32 +240,10 @@ def make_context(plan: RunPlan, spark) -> StageContext:
 
 # -------------------------------------------------------------------------- gates, report, stages
 
-_warned: set[str] = set()
+def write_run_report(ctx: StageContext, results: dict[str, StageResult]) -> Path:
+    from jobs.check.report import write_report
 
-
-def _optional(module: str, attr: str):
-    """The quality-gate module lands during this project; until it exists, say so loudly and go on."""
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except ModuleNotFoundError as exc:
-        if exc.name not in (module, module.rsplit(".", 1)[0]):
-            raise  # the module exists but one of its own imports is broken: that is an error
-        if module not in _warned:
-            _warned.add(module)
-            log.warning(
-                "%s not available yet: %s.%s skipped (runs are NOT quality-gated)", module, module, attr
-            )
-        return None
-
-
-def apply_gate(stage: str, ctx: StageContext, result: StageResult) -> None:
-    """Run the stage's quality gate; its findings go into ``result.metrics['gate']``. Raises GateFailed."""
-    run_gate(stage, ctx, result)
-
-
-def write_run_report(ctx: StageContext, results: dict[str, StageResult]) -> Path | None:
-    write_report = _optional("jobs.check.report", "write_report")
-    return write_report(ctx, results) if write_report is not None else None
+    return write_report(ctx, results)
 
 
 def stage_complete(ctx: StageContext, stage: str) -> StageResult | None:
@@ -294,7 +272,7 @@ def run_stages(ctx: StageContext, stages: list[StageSpec] | None = None) -> dict
         started = time.perf_counter()
         result = fns[name](ctx)
         try:
-            apply_gate(name, ctx, result)
+            run_gate(name, ctx, result)
         except GateFailed as exc:
             raise GateFailed(f"quality gate failed after stage {name!r}: {exc}") from exc
         result.metrics["_config_hash"] = ctx.config.stage_hash(name)
@@ -391,7 +369,7 @@ def run_pipeline(
         if any(stage_complete(ctx, name) is None for name in names):
             ctx.spark = get_session(config.spark, master=master)
         results = run_stages(ctx, stages)
-        if ctx.spark is None and _optional("jobs.check.report", "write_report") is not None:
+        if ctx.spark is None:  # the report reads the staged tables with Spark
             ctx.spark = get_session(config.spark, master=master)
         write_run_report(ctx, results)
         final = publish_run(plan, names)
@@ -469,10 +447,8 @@ def _main(argv: list[str] | None = None) -> int:
     plan = load_plan(args.plan_file)
     names = [s for s in args.stages.split(",") if s]
     results = {name: StageResult.from_dict(m) for name, m in read_markers(plan.run_dir, names).items()}
-    path = None
-    if _optional("jobs.check.report", "write_report") is not None:
-        path = write_run_report(make_context(plan, get_session(plan.config.spark)), results)
-    print(json.dumps({"version": plan.version, "report": str(path) if path else None}))
+    path = write_run_report(make_context(plan, get_session(plan.config.spark)), results)
+    print(json.dumps({"version": plan.version, "report": str(path)}))
     return 0
 
 
