@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import tempfile
@@ -26,10 +27,23 @@ def load_corpus(parquet_root: Path | str, *, cache_dir: Path | str, task: str = 
     for split in SPLITS:
         files = split_files(parquet_root, split, task)
         if files:
-            out[split] = Dataset.from_parquet(files, features=features, cache_dir=str(cache_dir))
+            ds = Dataset.from_parquet(files, features=features, cache_dir=str(cache_dir))
         else:
-            out[split] = Dataset.from_dict({name: [] for name in features}, features=features)
+            ds = Dataset.from_dict({name: [] for name in features}, features=features)
+        # datasets derives the fingerprint from the (temporary) cache path; the content's hash keeps
+        # save_to_disk byte-identical across reruns
+        out[split] = Dataset(ds.data, info=ds.info, split=ds.split, fingerprint=_content_fingerprint(parquet_root, files, split))
     return DatasetDict(out)
+
+
+def _content_fingerprint(parquet_root: Path | str, files: list[str], split: str) -> str:
+    h = hashlib.sha256(f"{SFT_RECORDS.metadata}|{split}".encode())
+    for f in files:
+        h.update(os.path.relpath(f, parquet_root).encode() + b"\0")
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()[:16]
 
 
 def write_dataset_dict(parquet_root: Path | str, out_dir: Path | str) -> dict[str, int]:

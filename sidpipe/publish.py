@@ -164,12 +164,14 @@ def data_fingerprints(run_dir: Path) -> dict[str, str]:
     """Content hash of each top-level output (table dir or file) of a run.
 
     Spark names part files with a random UUID, so the UUID is dropped from the name: two runs with
-    byte-identical data get identical fingerprints. Bookkeeping files (``_SUCCESS``, ``.crc``) are skipped.
+    byte-identical data get identical fingerprints. Bookkeeping files (``_SUCCESS``, ``.crc``) are skipped,
+    and so is the human report, which records wall-clock stage timings and is documentation, not data.
     """
     run_dir = Path(run_dir)
+    not_data = {MANIFEST, RunLayout(run_dir).report.name}
     out: dict[str, str] = {}
     for entry in sorted(run_dir.iterdir()):
-        if entry.name.startswith((".", "_")) or entry.name == MANIFEST:
+        if entry.name.startswith((".", "_")) or entry.name in not_data:
             continue
         files = [entry] if entry.is_file() else [p for p in entry.rglob("*") if p.is_file()]
         h = hashlib.sha256()

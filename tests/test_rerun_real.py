@@ -74,11 +74,6 @@ def first_version(spark, tmp_path_factory, stages, config):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="open bug (issue 7): all Parquet tables rerun byte-identical, but report/ (stage timings) and "
-    "hf_dataset/ (datasets' state fingerprint) differ between runs and are still in the data fingerprints",
-    strict=False,
-)
 def test_rerun_of_a_snapshot_is_the_same_version_with_byte_identical_parquet(first_version, stages, config):
     root, inputs, first = first_version
     manifest = P.read_manifest(first.published)
@@ -101,11 +96,6 @@ def test_rerun_of_a_snapshot_is_the_same_version_with_byte_identical_parquet(fir
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="open bug (issue 7): with all 7 stages the check stage reports churn = 1 > max_churn for the second "
-    "snapshot, so the frozen-codebook SID keeping (sids stage) and the churn metric (check stage) disagree",
-    strict=False,
-)
 def test_second_snapshot_keeps_unchanged_sids_and_shows_churn(first_version, stages, config):
     if "sids" not in [name for name, _ in stages]:
         pytest.skip("the SID stage has not landed yet")

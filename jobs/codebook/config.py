@@ -31,7 +31,7 @@ class CodebookConfig(StageConfig):
     # frozen-codebook reruns: reuse the previous version's codebook unless forced or drifted
     force_retrain: bool = False
     max_new_item_share: float = Field(default=0.2, ge=0, le=1)
-    max_recon_error_ratio: float = Field(default=1.5, gt=0)  # new items' error / training error
+    max_recon_error_ratio: float = Field(default=1.5, gt=0)  # new items' first-level error / returning items'
     max_frozen_collision_rate: float = Field(default=0.4, ge=0, le=1)
 
     @model_validator(mode="after")

@@ -69,14 +69,21 @@ def encode_codes(df: DataFrame, codebook, *, keep: tuple[str, ...] = ()) -> Data
 
 
 def frozen_drift(df: DataFrame, codebook, *, previous_items: DataFrame | None) -> dict[str, float]:
-    """Drift of a catalog under a frozen codebook: new-item share, their reconstruction error
-    relative to training, and the raw full-code collision rate of all items."""
+    """Drift of a catalog under a frozen codebook: the new-item share, new items' first-level
+    reconstruction error relative to returning items', and the raw full-code collision rate.
+
+    The error is compared at the first level and against returning items measured now: deeper levels
+    are fitted on a handful of training items each, so their in-sample error says more about the
+    codebook's capacity than about whether new items come from the distribution it was trained on.
+    """
     import numpy as np
-    from pyspark.sql.types import DoubleType, StructField, StructType
+    from pyspark.sql.types import BooleanType, DoubleType, StructField, StructType
 
     total = df.count()
-    new = df.join(previous_items, E.item_id, "left_anti") if previous_items is not None else df
-    n_new = new.count() if previous_items is not None else total
+    if previous_items is not None:
+        flagged = df.join(previous_items.select(E.item_id, F.lit(False).alias("is_new")), E.item_id, "left").fillna(True, ["is_new"])
+    else:
+        flagged = df.withColumn("is_new", F.lit(True))
     bc = df.sparkSession.sparkContext.broadcast(codebook)
 
     def errors(batches):
@@ -84,19 +91,22 @@ def frozen_drift(df: DataFrame, codebook, *, previous_items: DataFrame | None) -
         for pdf in batches:
             if len(pdf):
                 x = np.stack([np.asarray(v, dtype=np.float64) for v in pdf[E.embedding]])
-                err = ((x - cb.quantize(x)) ** 2).sum(1)
-                yield pdf[[E.item_id]].assign(err=err)
+                yield pdf[["is_new"]].assign(err=(cb.residuals(x, 1) ** 2).sum(1))
 
-    err_schema = StructType([df.schema[E.item_id], StructField("err", DoubleType(), False)])
-    new_err = new.select(E.item_id, E.embedding).mapInPandas(errors, err_schema).agg(F.avg("err")).first()[0]
+    err_schema = StructType([StructField("is_new", BooleanType(), False), StructField("err", DoubleType(), False)])
+    by_group = {r["is_new"]: (r["n"], r["err"]) for r in flagged.select(E.embedding, "is_new").mapInPandas(errors, err_schema)
+                .groupBy("is_new").agg(F.count("*").alias("n"), F.avg("err").alias("err")).collect()}
+    n_new, new_err = by_group.get(True, (0, None))
+    _, returning_err = by_group.get(False, (0, None))
     codes = encode_codes(df, codebook)
     colliding = codes.groupBy("codes").count().where("count > 1").agg(F.sum("count")).first()[0] or 0
-    train_err = float(codebook.metrics.get("train_recon_mse") or 0.0)
+    ratio = new_err / returning_err if new_err is not None and returning_err else 0.0
     return {
         "items": total,
-        "new_items": n_new,
+        "new_items": int(n_new),
         "new_item_share": n_new / total if total else 0.0,
         "new_item_recon_mse": float(new_err or 0.0),
-        "recon_error_ratio": float(new_err or 0.0) / train_err if train_err > 0 and new_err is not None else 0.0,
+        "returning_item_recon_mse": float(returning_err or 0.0),
+        "recon_error_ratio": float(ratio),
         "frozen_collision_rate": colliding / total if total else 0.0,
     }

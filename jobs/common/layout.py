@@ -38,6 +38,11 @@ class RunLayout:
         return self._p("embeddings_collaborative")
 
     @property
+    def fusion_model(self) -> Path:
+        """The fusion weights and the collaborative basis they were fitted in (reused by reruns)."""
+        return self._p("fusion_model")
+
+    @property
     def embeddings(self) -> Path:
         """The space the codebook is trained on (text, collaborative or fused, per config)."""
         return self._p("embeddings")

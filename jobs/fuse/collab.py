@@ -86,3 +86,28 @@ def fit_ridge_map(source: np.ndarray, target: np.ndarray, *, ridge: float) -> np
     y = np.asarray(target, dtype=np.float64)
     gram = x.T @ x + ridge * np.eye(x.shape[1])
     return np.linalg.solve(gram, x.T @ y).astype(np.float32)
+
+
+def procrustes_align(
+    vectors: np.ndarray, ids: np.ndarray, reference: np.ndarray, reference_ids: np.ndarray
+) -> tuple[np.ndarray, dict]:
+    """Rotate ``vectors`` into the basis of ``reference`` (orthogonal Procrustes on shared ids).
+
+    SVD bases are only defined up to rotation and sign, so two fits on overlapping logs disagree even
+    where the items' neighbourhoods agree; the rotation fitted on shared items maps the new fit onto the
+    old one. Returns the rotated vectors (unit rows) and the fit: shared items and the relative
+    Frobenius residual on them (0 = identical geometry, ~1.4 = unrelated).
+    """
+    from scipy.linalg import orthogonal_procrustes
+
+    row_of = {item: i for i, item in enumerate(reference_ids)}
+    mine = np.array([i for i, item in enumerate(ids) if item in row_of], dtype=np.int64)
+    theirs = np.array([row_of[ids[i]] for i in mine], dtype=np.int64)
+    if len(mine) == 0:
+        return vectors, {"shared_items": 0, "alignment_error": float("inf")}
+    x = np.asarray(vectors, dtype=np.float64)
+    y = np.asarray(reference, dtype=np.float64)[theirs]
+    rotation, _ = orthogonal_procrustes(x[mine], y)
+    aligned = x @ rotation
+    error = float(np.linalg.norm(aligned[mine] - y) / max(np.linalg.norm(y), 1e-12))
+    return l2_normalize(aligned.astype(np.float32)), {"shared_items": int(len(mine)), "alignment_error": error}

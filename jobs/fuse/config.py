@@ -51,6 +51,14 @@ class FuseConfig(StageConfig):
     eval_max_items: int = Field(default=200_000, ge=10)
     eval_max_pairs: int = Field(default=200_000, ge=1)
 
+    # Reruns on a new snapshot: reuse the previous version's fusion model (weights and collaborative
+    # basis), aligning the new PPMI-SVD vectors to the old basis by orthogonal Procrustes on the items
+    # both logs share, so the fused space keeps its identity and the frozen codebook stays valid.
+    # Refit when the alignment residual (relative Frobenius error on shared items) exceeds the bound.
+    reuse_previous: bool = True
+    max_alignment_error: float = Field(default=0.6, gt=0.0)
+    min_alignment_items: int = Field(default=10, ge=2)
+
     output_files: int = Field(default=1, ge=0)
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,10 +24,11 @@ from pyspark.sql import functions as F
 from jobs.common.io import read_table, write_table
 from jobs.common.stage import StageContext, StageResult, stage_main
 from jobs.fuse import transform as T
-from jobs.fuse.collab import ppmi_svd
+from jobs.fuse.collab import ppmi_svd, procrustes_align
 from jobs.fuse.config import FuseConfig
 from jobs.fuse.fusion import build_space, collaborative_space, fit_cold_map, train_contrastive
 from jobs.fuse.metrics import evaluate_spaces
+from jobs.fuse.model import FusionModel
 from schemas.catalog import CATALOG
 from schemas.catalog import C as K
 from schemas.convert import to_spark
@@ -73,6 +75,9 @@ def run(ctx: StageContext) -> StageResult:
     has_signal = np.linalg.norm(collab, axis=1) > 0
     collab_ids, collab = indexed_ids[has_signal], collab[has_signal]
     timings["ppmi_svd_s"] = time.perf_counter() - t0
+    previous, decision = _reusable_model(ctx, cfg, text_fingerprint)
+    if previous is not None:
+        collab, previous, decision = _align_to_previous(ctx, cfg, collab_ids, collab, previous, decision)
     collab_fingerprint = "ppmi-svd:" + _digest(collab)
     collab_df = spark.createDataFrame(
         pd.DataFrame({E.item_id: collab_ids, E.embedding: list(collab), E.space: "collaborative",
@@ -99,17 +104,21 @@ def run(ctx: StageContext) -> StageResult:
         raise ValueError(f"only {int(has_collab.sum())} items have both interactions and a text embedding; "
                          "check that interactions and text embeddings use the same item ids")
 
-    # 3. Fusion: ridge map for cold items, then the contrastive residual projection.
-    cold_map = fit_cold_map(text[has_collab], local_collab[has_collab], ridge=cfg.cold_ridge)
-    c_space = collaborative_space(text, local_collab, has_collab, cold_map)
+    # 3. Fusion: ridge map for cold items, then the contrastive residual projection (or the previous
+    #    version's model, whose basis the collaborative vectors were just rotated into).
     pair_a, pair_b, pair_w = _training_pairs(triplets, indexed_ids=indexed_ids, row_of=row_of)
     timings["driver_collect_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    weights = train_contrastive(
-        text, c_space, pair_a, pair_b, pair_w, cold_map=cold_map, seed=seed, steps=cfg.train_steps,
-        batch_size=cfg.batch_size, temperature=cfg.temperature, retention_weight=cfg.retention_weight,
-        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, threads=cfg.train_threads,
-    )
+    if previous is not None:
+        weights = previous.weights
+    else:
+        cold_map = fit_cold_map(text[has_collab], local_collab[has_collab], ridge=cfg.cold_ridge)
+        c_space = collaborative_space(text, local_collab, has_collab, cold_map)
+        weights = train_contrastive(
+            text, c_space, pair_a, pair_b, pair_w, cold_map=cold_map, seed=seed, steps=cfg.train_steps,
+            batch_size=cfg.batch_size, temperature=cfg.temperature, retention_weight=cfg.retention_weight,
+            learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, threads=cfg.train_threads,
+        )
     timings["train_s"] = time.perf_counter() - t0
 
     # 4. Measure every space on the evaluation sample with held-out pairs.
@@ -119,9 +128,14 @@ def run(ctx: StageContext) -> StageResult:
 
     # 5. Output space, computed in the workers.
     t0 = time.perf_counter()
-    fingerprint = text_fingerprint if cfg.space == "text" else (
-        f"{text_fingerprint}|{collab_fingerprint}|fuse:{cfg.space}:{cfg.fusion}:{_digest(*weights.to_arrays().values())}"
-    )
+    if cfg.space == "text":
+        fingerprint = text_fingerprint
+    elif previous is not None:
+        fingerprint = previous.fingerprint
+    else:
+        fingerprint = f"{text_fingerprint}|{collab_fingerprint}|fuse:{cfg.space}:{cfg.fusion}:{_digest(*weights.to_arrays().values())}"
+    FusionModel(weights=weights, fingerprint=fingerprint, text_fingerprint=text_fingerprint, space=cfg.space,
+                fusion=cfg.fusion, fitted_in=previous.fitted_in if previous else ctx.snapshot_id).save(layout.fusion_model)
     joined = T.attach_collab(text_df, collab_df)
     out = T.project_space(joined, space=cfg.space, fusion=cfg.fusion, weights=weights, fingerprint=fingerprint)
     write_table(out.orderBy(E.item_id), layout.embeddings, EMBEDDINGS, num_files=cfg.output_files)
@@ -156,14 +170,49 @@ def run(ctx: StageContext) -> StageResult:
                      "shape the collaborative space but are not in layout.embeddings")
     metrics.update({"timings": {k: round(v, 3) for k, v in timings.items()},
                     "space": cfg.space, "fusion": cfg.fusion, "collab_dim": int(collab.shape[1]),
-                    "final_pair_loss": _tail_mean(weights.history["pair_loss"]),
-                    "final_retention_loss": _tail_mean(weights.history["retention_loss"])})
+                    "fusion_model": decision,
+                    "final_pair_loss": _tail_mean(weights.history.get("pair_loss", [])),
+                    "final_retention_loss": _tail_mean(weights.history.get("retention_loss", []))})
+    notes.append(f"fusion model: {decision['decision']} ({decision['reason']})")
     return StageResult(
         counts=counts,
         metrics=metrics,
-        outputs={"collab_embeddings": str(layout.collab_embeddings), "embeddings": str(layout.embeddings)},
+        outputs={"collab_embeddings": str(layout.collab_embeddings), "embeddings": str(layout.embeddings),
+                 "fusion_model": str(layout.fusion_model)},
         notes=notes,
     )
+
+
+def _reusable_model(ctx: StageContext, cfg: FuseConfig, text_fingerprint: str) -> tuple[FusionModel | None, dict]:
+    """(previous version's fusion model if it may be reused, decision record)."""
+    if ctx.previous_version is None:
+        return None, {"decision": "fit", "reason": "no previous version"}
+    if not cfg.reuse_previous:
+        return None, {"decision": "fit", "reason": "fuse.reuse_previous is false"}
+    previous = FusionModel.load(Path(ctx.previous_version) / ctx.layout.fusion_model.name)
+    if previous is None:
+        return None, {"decision": "fit", "reason": "the previous version has no fusion model"}
+    wanted = {"text_fingerprint": text_fingerprint, "space": cfg.space, "fusion": cfg.fusion}
+    differs = [f"{k} {getattr(previous, k)!r} != {v!r}" for k, v in wanted.items() if getattr(previous, k) != v]
+    if differs:
+        return None, {"decision": "fit", "reason": "previous fusion model differs: " + "; ".join(differs)}
+    return previous, {"decision": "reuse", "reason": "previous fusion model matches", "fitted_in": previous.fitted_in}
+
+
+def _align_to_previous(ctx: StageContext, cfg: FuseConfig, collab_ids, collab, previous: FusionModel, decision: dict):
+    """Rotate this snapshot's collaborative vectors into the previous version's basis, or give up reuse."""
+    prev_path = Path(ctx.previous_version) / ctx.layout.collab_embeddings.name
+    prev = read_table(ctx.spark, prev_path, EMBEDDINGS).select(E.item_id, E.embedding).orderBy(E.item_id).toPandas()
+    if len(prev) == 0 or len(prev[E.embedding].iloc[0]) != collab.shape[1]:
+        return collab, None, {"decision": "fit", "reason": f"{prev_path} is empty or of another width"}
+    aligned, fit = procrustes_align(collab, collab_ids, np.stack(prev[E.embedding].to_numpy()), prev[E.item_id].to_numpy())
+    fit["alignment_error"] = round(fit["alignment_error"], 6)
+    if fit["shared_items"] < cfg.min_alignment_items:
+        return collab, None, {**fit, "decision": "fit", "reason": f"only {fit['shared_items']} items shared with the previous log"}
+    if fit["alignment_error"] > cfg.max_alignment_error:
+        return collab, None, {**fit, "decision": "fit",
+                              "reason": f"alignment error {fit['alignment_error']:.4f} > fuse.max_alignment_error {cfg.max_alignment_error}"}
+    return aligned, previous, {**decision, **fit}
 
 
 def _evaluation_items(text_df, cfg: FuseConfig, seed: int, n_text: int):
@@ -226,8 +275,8 @@ def _digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def _tail_mean(values: list[float], n: int = 20) -> float:
-    return float(np.mean(values[-n:])) if values else float("nan")
+def _tail_mean(values: list[float], n: int = 20) -> float | None:
+    return float(np.mean(values[-n:])) if values else None  # None: not trained in this run
 
 
 if __name__ == "__main__":

@@ -175,3 +175,46 @@ def test_config_defaults_and_validation():
     with pytest.raises(ConfigError, match="temperature"):
         FuseConfig.from_mapping({"temperature": 0})
     assert FuseConfig(window=3).config_hash() != FuseConfig(window=4).config_hash()
+
+
+def test_procrustes_recovers_a_rotated_basis_and_reports_the_fit():
+    from scipy.stats import ortho_group
+
+    from jobs.fuse.collab import procrustes_align
+
+    rng = np.random.default_rng(5)
+    reference = l2_normalize(rng.normal(size=(40, 8)).astype(np.float32))
+    ids = np.array([f"i{k:02d}" for k in range(40)])
+    rotation = ortho_group.rvs(8, random_state=3).astype(np.float32)
+    # the new fit: same geometry in another basis, 5 items dropped and 3 new ones
+    new_ids = np.concatenate([ids[5:], ["n0", "n1", "n2"]])
+    new = np.vstack([reference[5:] @ rotation, l2_normalize(rng.normal(size=(3, 8)).astype(np.float32))])
+    aligned, fit = procrustes_align(new, new_ids, reference, ids)
+    assert fit["shared_items"] == 35 and fit["alignment_error"] < 1e-5
+    np.testing.assert_allclose(aligned[:35], reference[5:], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(aligned, axis=1), 1.0, atol=1e-6)
+    # unrelated geometry: large residual, so the stage refits instead of reusing
+    _, unrelated = procrustes_align(l2_normalize(rng.normal(size=(35, 8)).astype(np.float32)), ids[5:], reference, ids)
+    assert unrelated["alignment_error"] > 0.8
+    _, none_shared = procrustes_align(new[35:], new_ids[35:], reference, ids)
+    assert none_shared["shared_items"] == 0
+
+
+def test_fusion_model_round_trips_with_deterministic_bytes(tmp_path):
+    from jobs.fuse.model import FusionModel
+
+    rng = np.random.default_rng(0)
+    weights = FusionWeights(cold_map=rng.normal(size=(6, 4)).astype(np.float32),
+                            text_residual=rng.normal(size=(6, 6)).astype(np.float32),
+                            collab_proj=rng.normal(size=(4, 6)).astype(np.float32),
+                            center=rng.normal(size=6).astype(np.float32))
+    model = FusionModel(weights=weights, fingerprint="t|c|fuse", text_fingerprint="t", space="fused",
+                        fusion="contrastive", fitted_in="2026-11-01")
+    model.save(tmp_path / "a")
+    model.save(tmp_path / "b")
+    loaded = FusionModel.load(tmp_path / "a")
+    assert loaded.fingerprint == "t|c|fuse" and loaded.fitted_in == "2026-11-01"
+    for name, array in weights.to_arrays().items():
+        np.testing.assert_array_equal(loaded.weights.to_arrays()[name], array)
+        assert (tmp_path / "a" / f"{name}.npy").read_bytes() == (tmp_path / "b" / f"{name}.npy").read_bytes()
+    assert FusionModel.load(tmp_path / "missing") is None

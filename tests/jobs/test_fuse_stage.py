@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -158,3 +159,32 @@ def test_too_few_interactions_fail_with_a_clear_message(spark, sample_slice, tmp
     ctx = make_ctx(spark, tmp_path / "x", catalog, tiny, text)
     with pytest.raises(ValueError, match="items have training interactions"):
         run(ctx)
+
+
+def test_next_snapshot_reuses_the_fusion_model_in_the_same_space(spark, fused_run, sample_slice, tmp_path):
+    """A later log (some users gone, the rest unchanged) keeps the space's identity: previous weights, the
+    new PPMI-SVD rotated into the old basis, the same model fingerprint (so the frozen codebook applies)."""
+    catalog, inter, text, _ = sample_slice
+    ctx_a, _ = fused_run
+    users = inter[I.user_id].drop_duplicates()
+    later = inter[~inter[I.user_id].isin(users.tail(len(users) // 10))]
+    ctx_b = make_ctx(spark, tmp_path / "next", catalog, later, text)
+    ctx_b = replace(ctx_b, previous_version=ctx_a.layout.run_dir)
+    result = run(ctx_b)
+    decision = result.metrics["fusion_model"]
+    assert decision["decision"] == "reuse", decision
+    assert decision["shared_items"] > 10 and decision["alignment_error"] < 0.6
+    before, after = read(ctx_a.layout.embeddings), read(ctx_b.layout.embeddings)
+    assert set(after.column(E.model_fingerprint).to_pylist()) == set(before.column(E.model_fingerprint).to_pylist())
+    a = np.array(before.column(E.embedding).to_pylist())
+    b = np.array(after.column(E.embedding).to_pylist())
+    # the same items sit where they sat: far closer than two independent fits' unrelated bases would
+    assert float(np.mean(np.sum(a * b, axis=1))) > 0.9
+    for name in ("cold_map", "text_residual", "collab_proj", "center"):
+        assert (ctx_a.layout.fusion_model / f"{name}.npy").read_bytes() == (ctx_b.layout.fusion_model / f"{name}.npy").read_bytes()
+
+    refit = make_ctx(spark, tmp_path / "refit", catalog, later, text, reuse_previous=False)
+    refit = replace(refit, previous_version=ctx_a.layout.run_dir)
+    assert run(refit).metrics["fusion_model"]["decision"] == "fit"
+    assert set(read(refit.layout.embeddings).column(E.model_fingerprint).to_pylist()) != set(
+        before.column(E.model_fingerprint).to_pylist())
