@@ -4,7 +4,7 @@ Target (issue 6): the full corpus from 1M interactions in <= 5 minutes, cost gro
 log. The baseline in the same process is the plain Spark pass any per-user job pays: read the log,
 group it per user with ``collect_list`` and write the result; the table reports the stage's time as a
 ratio of it. Inputs are curated tables (CATALOG, INTERACTIONS with timestamps, queries and sessions,
-SIDS) generated here with numpy; switch to ``sidpipe.synthetic.generate`` once it lands.
+SIDS): ``sidpipe.synthetic`` logs through the real ingest stage, with stand-in SIDs.
 
     .venv/bin/python benchmarks/sft_corpus.py [--sizes 250000,500000,1000000] [--items 100000]
 """
@@ -20,96 +20,66 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jobs.common.layout import RunLayout  # noqa: E402
-from jobs.common.pipeline_config import PipelineConfig  # noqa: E402
-from jobs.common.stage import Inputs, StageContext  # noqa: E402
-from schemas.catalog import CATALOG  # noqa: E402
-from schemas.catalog import C as CAT  # noqa: E402
-from schemas.interactions import INTERACTIONS  # noqa: E402
-from schemas.interactions import C as INT  # noqa: E402
-from schemas.sids import SIDS  # noqa: E402
-from schemas.sids import C as S  # noqa: E402
-
-WORDS = np.array("heavy duty steel clear tape adhesive glove nitrile screw anchor drill bit blade saw wire cable clamp valve "
-                 "pump filter sensor gauge meter lamp battery switch relay fuse plug socket tube hose fitting seal ring "
-                 "bolt nut washer spring magnet label marker brush sponge bucket cart shelf rack bin tray scale lens".split())
+from jobs.common.layout import RunLayout
+from jobs.common.pipeline_config import PipelineConfig
+from jobs.common.stage import Inputs, StageContext
+from schemas.catalog import C as CAT
+from schemas.interactions import C as INT
+from schemas.sids import SIDS
+from schemas.sids import C as S
+from sidpipe import synthetic
 
 
-def _table(columns: dict, schema: pa.Schema, n: int) -> pa.Table:
-    """Columns given, nulls for the schema's other (nullable) fields: robust to added optional columns."""
-    return pa.table({f.name: columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in schema}, schema=schema)
+def prepare(spark, config: PipelineConfig, run_dir: Path, *, n_items: int, n_interactions: int, seed: int = 0) -> tuple[RunLayout, float]:
+    """The sft stage's inputs: ``sidpipe.synthetic`` raw tables through the real ingest stage, plus SIDs.
 
+    SIDs stand in for the tokenizer (not measured here): level 1 follows (leaf category, brand), levels
+    2-3 number the items inside it, so prefixes carry meaning and every SID is unique. Returns the
+    layout and the ingest seconds (reported, not counted in the sft time).
+    """
+    from jobs.ingest.main import run as ingest
 
-def generate(run_dir: Path, *, n_items: int, n_interactions: int, seed: int = 0) -> RunLayout:
-    rng = np.random.default_rng(seed)
     layout = RunLayout(run_dir)
-    n_cats, n_brands = 400, 2000
-    cat_of = rng.integers(0, n_cats, n_items)
-    brand_of = rng.integers(0, n_brands, n_items)
-    words = WORDS[rng.integers(0, len(WORDS), (n_items, 4))]
-    ids = np.arange(n_items).astype(str)
-    titles = [f"Brand{b} {' '.join(w)} model {i}" for i, b, w in zip(range(n_items), brand_of, words)]
-    catalog = _table({
-        CAT.item_id: ids, CAT.title: titles, CAT.description: [f"{t}. Industrial grade." for t in titles],
-        CAT.brand: [f"Brand{b}" for b in brand_of],
-        CAT.category_path: [["Industrial", f"Group {c // 20}", f"Category {c}"] for c in cat_of],
-        CAT.price: np.round(rng.lognormal(3.0, 1.0, n_items), 2), CAT.attributes: pa.nulls(n_items, CATALOG.field(CAT.attributes).type),
-        CAT.updated_at: pa.nulls(n_items, pa.timestamp("us", tz="UTC")), CAT.text_hash: ids,
-    }, CATALOG, n_items)
-    # SIDs: level 1 follows the category, level 2 the brand, level 3 makes them unique.
-    a, b = cat_of % 256, brand_of % 256
-    order = np.lexsort((np.arange(n_items), b, a))
-    c = np.zeros(n_items, dtype=np.int64)
-    key = a[order] * 256 + b[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(key)) + 1]
-    c[order] = np.arange(n_items) - np.repeat(starts, np.diff(np.r_[starts, n_items]))
-    sids = _table({
-        S.item_id: ids, S.codes: [[int(x), int(y), int(z)] for x, y, z in zip(a, b, c)],
-        S.sid: [[int(x), int(y), int(z)] for x, y, z in zip(a, b, c)],
-        S.sid_tokens: [f"<a_{x}><b_{y}><c_{z}>" for x, y, z in zip(a, b, c)],
-        S.item_token: pa.nulls(n_items, pa.string()), S.resolution: pa.nulls(n_items, pa.string()),
-        S.codebook_id: ["bench-codebook"] * n_items,
-    }, SIDS, n_items)
-    # Users: 12 events on average (>= 2), favourite categories, Zipf-like popularity within a category.
-    n_users = max(1, n_interactions // 12)
-    lengths = rng.integers(2, 23, n_users)
-    lengths = np.maximum(2, np.round(lengths * n_interactions / lengths.sum()).astype(int))
-    user = np.repeat(np.arange(n_users), lengths)
-    n = len(user)
-    by_cat = np.argsort(cat_of, kind="stable")
-    cat_start = np.searchsorted(cat_of[by_cat], np.arange(n_cats))
-    cat_size = np.bincount(cat_of, minlength=n_cats)
-    fav = rng.integers(0, n_cats, (n_users, 3))
-    cats = np.where(rng.random(n) < 0.8, fav[user, rng.integers(0, 3, n)], rng.integers(0, n_cats, n))
-    rank = np.minimum((rng.pareto(1.2, n) * 3).astype(int), cat_size[cats] - 1)
-    items = by_cat[cat_start[cats] + np.maximum(rank, 0)]
-    seq = np.arange(n) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    start = rng.integers(0, 150 * 86400, n_users)
-    gaps = rng.integers(3600, 5 * 86400, n)
-    elapsed = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[np.cumsum(lengths) - lengths] - gaps[np.cumsum(lengths) - lengths], lengths)
-    ts = (1_700_000_000 + start[user] + elapsed) * 1_000_000  # increasing with seq_index, as the curated log promises
-    queries = np.where(rng.random(n) < 0.3, np.char.add("category ", cats.astype(str)), None)
-    interactions = _table({
-        INT.user_id: user.astype(str), INT.item_id: ids[items], INT.event_type: ["purchase"] * n,
-        INT.timestamp: pa.array(ts, pa.timestamp("us", tz="UTC")), INT.query: pa.array(queries, pa.string()),
-        INT.session_id: np.char.add(np.char.add(user.astype(str), "-"), (seq // 4).astype(str)), INT.seq_index: seq,
-    }, INTERACTIONS, n)
-    for path, table in ((layout.catalog, catalog), (layout.sids, sids), (layout.interactions, interactions)):
-        path.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path / "part-00000.parquet")
+    cat, inter = synthetic.generate(run_dir / "raw", n_items=n_items, n_users=max(1, n_interactions // 12),
+                                    n_interactions=n_interactions, seed=seed)
+    ctx = StageContext(spark=spark, layout=layout, config=config, inputs=Inputs(str(cat), str(inter), "parquet"),
+                       snapshot_id="bench", cache_dir=run_dir / "_cache")
+    t = time.perf_counter()
+    ingest(ctx)
+    ingest_seconds = time.perf_counter() - t
+
+    catalog = pq.read_table(layout.catalog, columns=[CAT.item_id, CAT.title, CAT.brand, CAT.category_path]).to_pandas()
+    catalog["_leaf"] = catalog[CAT.category_path].map(lambda p: p[-1])
+    catalog = catalog.sort_values(["_leaf", CAT.brand, CAT.item_id], kind="stable").reset_index(drop=True)
+    group = catalog.groupby(["_leaf", CAT.brand], sort=True).ngroup().to_numpy()
+    a = group % 256
+    within = catalog.groupby(a).cumcount().to_numpy()
+    if within.max() >= 256 * 256:
+        raise ValueError("too many items per level-1 code for 3-level benchmark SIDs")
+    codes = [[int(x), int(y), int(z)] for x, y, z in zip(a, within // 256, within % 256)]
+    n = len(catalog)
+    sids = pa.table({
+        S.item_id: catalog[CAT.item_id].to_numpy(), S.codes: codes, S.sid: codes,
+        S.sid_tokens: [f"<a_{x}><b_{y}><c_{z}>" for x, y, z in codes],
+        S.item_token: pa.nulls(n, pa.string()), S.resolution: pa.nulls(n, pa.string()),
+        S.codebook_id: ["bench-codebook"] * n, S.text_hash: pa.nulls(n, pa.string()),
+    }, schema=SIDS)
+    layout.sids.mkdir(parents=True, exist_ok=True)
+    pq.write_table(sids, layout.sids / "part-00000.parquet")
+    first = catalog.assign(_a=a).groupby("_a").head(1).set_index("_a")
     glossary = {"format": 1, "prefix_levels": [1], "prefixes": {
-        f"<a_{k}>": {"level": 1, "item_count": int((a == k).sum()), "category_path": [f"Category {k}"], "top_terms": ["steel", "tape"],
-                     "example_titles": [titles[int(np.flatnonzero(a == k)[0])]]} for k in np.unique(a)}}
+        f"<a_{k}>": {"level": 1, "item_count": int((a == k).sum()), "category_path": list(first.loc[k, CAT.category_path]),
+                     "top_terms": first.loc[k, CAT.title].lower().split()[:3], "example_titles": [first.loc[k, CAT.title]]}
+        for k in sorted(set(a.tolist()))}}
     layout.sid_artifacts.mkdir(parents=True, exist_ok=True)
     (layout.sid_artifacts / "glossary.json").write_text(json.dumps(glossary))
-    return layout
+    return layout, ingest_seconds
 
 
 def baseline(spark, layout: RunLayout, out: Path) -> float:
@@ -139,7 +109,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sft-bench-"))
     try:
         for size in [int(s) for s in args.sizes.split(",")]:
-            layout = generate(work / f"run{size}", n_items=args.items, n_interactions=size)
+            layout, ingest_seconds = prepare(spark, config, work / f"run{size}", n_items=args.items, n_interactions=size)
             base = baseline(spark, layout, work / f"baseline{size}")
             ctx = StageContext(spark=spark, layout=layout, config=config, inputs=Inputs("", ""), snapshot_id="bench",
                                cache_dir=work / "_cache")
@@ -150,7 +120,7 @@ def main() -> None:
             rows.append({"interactions": size, "items": args.items, "seconds": round(wall, 1), "records": records,
                          "records_per_s": round(records / wall), "us_per_interaction": round(wall / size * 1e6, 1),
                          "baseline_seconds": round(base, 1), "ratio_to_baseline": round(wall / base, 1),
-                         "split_mode": result.metrics["split_mode"]})
+                         "split_mode": result.metrics["split_mode"], "ingest_seconds": round(ingest_seconds, 1)})
             print(rows[-1], flush=True)
             shutil.rmtree(layout.run_dir)
     finally:

@@ -4,7 +4,9 @@ For each quantizer (plain faiss ResidualQuantizer as the library baseline, our R
 balanced, optionally RQ-VAE): training time (and its ratio to the faiss call in this process), raw
 full-SID collision rate before resolution, the identical-text floor, level-1 utilisation, perplexity
 per level, NMI of level 1 vs the 2nd category level, collisions after resolution (must be 0) and
-whether a rerun with the same seed gives the same codebook.
+whether a rerun with the same seed gives the same codebook. Also: the conditional entropy of each level
+given the levels above (how far a level splits the items under one prefix) and, for the balanced
+RQ-KMeans rows, a held-out check (fit on 90%, the raw collision rate of the 10% never seen).
 
     .venv/bin/python benchmarks/sid_quality.py [--embeddings /tmp/emb.npy] [--rqvae] [--reference-sids DIR]
 
@@ -64,6 +66,7 @@ def evaluate(name: str, codes: np.ndarray, seconds: float, rows, same_text: np.n
     nmi = normalized_mutual_info(codes[keep, 0], [cat2[i] for i in keep])
     _, inv, cnt = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
     colliding = cnt[inv.ravel()] > 1
+    cond = conditional_usage(codes)
     out = {
         "method": name,
         "train_seconds": round(seconds, 2),
@@ -75,6 +78,7 @@ def evaluate(name: str, codes: np.ndarray, seconds: float, rows, same_text: np.n
         "level1_used": usage[0]["used"],
         "perplexity": [round(u["perplexity"], 1) for u in usage],
         "nmi_level1_vs_category2": round(nmi, 4),
+        **cond,
     }
     if cb is not None:
         frame = pd.DataFrame({"item_id": [r["item_id"] for r in rows], "codes": list(codes)})
@@ -92,6 +96,39 @@ def evaluate(name: str, codes: np.ndarray, seconds: float, rows, same_text: np.n
         out["sid_length"] = sids.shape[1]
         out["resolution_seconds"] = round(time.perf_counter() - t, 2)
     return out
+
+
+def conditional_usage(codes: np.ndarray) -> dict:
+    """How far each level splits the items under its prefix: distinct prefixes, items per prefix of
+    length L-1, and the conditional entropies H(level | levels above) in bits."""
+    codes = np.asarray(codes, dtype=np.int64)
+
+    def entropy(upto: int) -> float:
+        if upto == 0:
+            return 0.0
+        _, c = np.unique(codes[:, :upto], axis=0, return_counts=True)
+        p = c / c.sum()
+        return float(-(p * np.log2(p)).sum())
+
+    h = [entropy(i) for i in range(codes.shape[1] + 1)]
+    _, per_prefix = np.unique(codes[:, :-1], axis=0, return_counts=True)
+    return {
+        "distinct_prefixes": [len(np.unique(codes[:, : i + 1], axis=0)) for i in range(codes.shape[1])],
+        "items_per_prefix_l_minus_1": {"mean": round(float(per_prefix.mean()), 2), "max": int(per_prefix.max())},
+        "conditional_entropy_bits": [round(h[i + 1] - h[i], 2) for i in range(codes.shape[1])],
+    }
+
+
+def heldout_collisions(extra: dict, seed: int, share: float = 0.1) -> dict:
+    """Fit on a seeded 90% of the items, encode all: how often an item the codebook never saw
+    shares its raw code with another item (the per-prefix prices only know the training items)."""
+    perm = np.random.default_rng(seed).permutation(len(EMB))
+    n_new = round(len(EMB) * share)
+    cb = fit(EMB[perm[n_new:]], seed, levels=3, codebook_size=256, **extra)
+    _, inv, cnt = np.unique(cb.encode(EMB), axis=0, return_inverse=True, return_counts=True)
+    colliding = cnt[inv.ravel()] > 1
+    return {"heldout_share": share, "heldout_new_item_collision_rate": float(colliding[perm[:n_new]].mean()),
+            "heldout_all_item_collision_rate": float(colliding.mean())}
 
 
 def main(argv=None) -> int:
@@ -121,9 +158,15 @@ def main(argv=None) -> int:
     faiss_codes = np.stack([np.frombuffer(c.tobytes(), dtype=np.uint8) for c in codes]).astype(np.int32)[:, :3]
     results.append(evaluate("faiss ResidualQuantizer 3x256 (library call)", faiss_codes, faiss_s, rows, same_text))
 
-    configs = [("rq_kmeans plain", dict(balanced=False)), ("rq_kmeans balanced (default)", dict(balanced=True))]
+    configs = [
+        ("rq_kmeans plain", dict(balanced=False, prefix_balance="off")),
+        ("rq_kmeans balanced, no prefix prices", dict(balanced=True, prefix_balance="off")),
+        ("rq_kmeans balanced + prefix prices (default)", dict(balanced=True)),
+        ("rq_kmeans balanced + prefix prices deep", dict(balanced=True, prefix_balance="deep")),
+    ]
     if args.rqvae:
-        configs.append(("rqvae balanced", dict(method="rqvae", epochs=args.rqvae_epochs)))
+        configs.append(("rqvae balanced, no prefix prices", dict(method="rqvae", epochs=args.rqvae_epochs, prefix_balance="off")))
+        configs.append(("rqvae balanced + prefix prices", dict(method="rqvae", epochs=args.rqvae_epochs)))
     for name, extra in configs:
         t = time.perf_counter()
         cb = fit(EMB, args.seed, levels=3, codebook_size=256, **extra)
@@ -131,6 +174,9 @@ def main(argv=None) -> int:
         res = evaluate(name, cb.encode(EMB), seconds, rows, same_text, cb)
         res["train_time_ratio_vs_faiss"] = round(seconds / faiss_s, 1) if faiss_s > 0 else None
         res["codebook_id"] = cb.codebook_id
+        res["train_recon_mse"] = round(cb.metrics["train_recon_mse"], 5)
+        if extra.get("method", "rq_kmeans") == "rq_kmeans" and extra.get("balanced", True):
+            res.update(heldout_collisions(extra, args.seed))
         if "default" in name:
             again = fit(EMB, args.seed, levels=3, codebook_size=256, **extra)
             res["rerun_identical"] = again.codebook_id == cb.codebook_id and bool((again.encode(EMB) == cb.encode(EMB)).all())
@@ -155,13 +201,15 @@ def main(argv=None) -> int:
 
     print(f"items {len(rows)}; identical-text floor {same_text.sum()} items ({floor:.2%}); "
           f"target raw collision rate <= {summary['target_raw_collision_rate']:.2%}")
-    head = f"{'method':46} {'train s':>8} {'x faiss':>7} {'raw coll':>9} {'beyond txt':>10} {'L1 used':>7} {'perplexity':>20} {'NMI L1':>7} {'after res':>9}"
+    head = (f"{'method':46} {'train s':>8} {'x faiss':>7} {'raw coll':>9} {'beyond txt':>10} {'L1 used':>7} {'perplexity':>20} "
+            f"{'H(l|above) bits':>18} {'NMI L1':>7} {'after res':>9} {'held-out new':>12}")
     print(head)
     print("-" * len(head))
     for r in results:
         print(f"{r['method']:46} {r['train_seconds']:8.2f} {r.get('train_time_ratio_vs_faiss', '')!s:>7} "
               f"{r['raw_collision_rate']:9.2%} {r['raw_collision_rate_beyond_identical_text']:10.2%} {r['level1_used']:7d} "
-              f"{r['perplexity']!s:>20} {r['nmi_level1_vs_category2']:7.3f} {r.get('after_resolution_collisions', '')!s:>9}")
+              f"{r['perplexity']!s:>20} {r['conditional_entropy_bits']!s:>18} {r['nmi_level1_vs_category2']:7.3f} "
+              f"{r.get('after_resolution_collisions', '')!s:>9} {format(r['heldout_new_item_collision_rate'], '.2%') if 'heldout_new_item_collision_rate' in r else '':>12}")
     for name, (rate, used) in ANCHORS.items():
         print(f"anchor {name:39} raw collisions {rate:.2%}, level-1 used {used}/256")
     print(f"wrote {args.out}")

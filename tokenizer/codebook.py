@@ -4,6 +4,12 @@
 vector back in the input space). A codebook is plain numpy (an optional MLP encoder/decoder for RQ-VAE,
 per-level centroids and balancing prices), so Spark workers need neither torch nor faiss to encode,
 and it is saved as plain ``.npy`` files plus one JSON, named by a content hash (``codebook_id``).
+
+Levels below the first may carry a sparse **per-prefix price table** (:class:`PrefixPrices`): the
+capacity prices of that level inside each prefix group, found in training so that items sharing a
+prefix spread over the level's codes (see :func:`tokenizer.kmeans.prefix_prices`). The cost of code
+``k`` at level ``l`` is ``||r - c_k||^2 + price[l, k] + table_l[prefix, k]``: it depends on the item's
+own earlier codes only, so encoding stays a per-item function of the frozen codebook.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from tokenizer.errors import CodebookMismatch, EmbeddingError
-from tokenizer.kmeans import assign, pairwise_sq_dist
+from tokenizer.kmeans import _CHUNK, assign, pairwise_sq_dist
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "1"  # codebooks without per-prefix prices (their ids are unchanged)
+PREFIX_FORMAT_VERSION = "2"  # with per-prefix prices: an older reader must refuse, not ignore, them
 META_FILE = "codebook.json"
 
 Layer = tuple[np.ndarray, np.ndarray]  # (weight (in, out), bias (out,))
@@ -36,6 +43,51 @@ def mlp_forward(x: np.ndarray, layers: Sequence[Layer]) -> np.ndarray:
     return h
 
 
+@dataclass(frozen=True, eq=False)
+class PrefixPrices:
+    """Sparse prices of one level per (prefix, code): row i adds ``values[i]`` to code ``codes[i]`` for
+    items whose codes on the levels above are ``keys[i]``. Rows sorted by (prefix, code)."""
+
+    keys: np.ndarray  # (m, level) int32
+    codes: np.ndarray  # (m,) int32
+    values: np.ndarray  # (m,) float32
+
+    @classmethod
+    def build(cls, keys: np.ndarray, codes: np.ndarray, values: np.ndarray) -> PrefixPrices:
+        keys = np.asarray(keys, dtype=np.int32)
+        codes = np.asarray(codes, dtype=np.int32)
+        order = np.lexsort((codes, *keys.T[::-1])) if len(codes) else np.zeros(0, np.int64)
+        return cls(np.ascontiguousarray(keys[order]), codes[order], np.asarray(values, dtype=np.float32)[order])
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def _table(self) -> dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]:
+        table = self.__dict__.get("_lookup")
+        if table is None:
+            table = {}
+            if len(self.codes):
+                bounds = np.flatnonzero((np.diff(self.keys, axis=0) != 0).any(1)) + 1
+                for rows in np.split(np.arange(len(self.codes)), bounds):
+                    table[tuple(int(v) for v in self.keys[rows[0]])] = (self.codes[rows], self.values[rows].astype(np.float64))
+            object.__setattr__(self, "_lookup", table)
+        return table
+
+    def add_to(self, cost: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
+        """Add the table's prices to ``cost`` (n, K) in place, row by row from each row's own prefix."""
+        table = self._table()
+        if not table or len(cost) == 0:
+            return cost
+        uniq, inverse = np.unique(np.asarray(prefixes), axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        for u, key in enumerate(uniq):
+            hit = table.get(tuple(int(v) for v in key))
+            if hit is not None:
+                rows = np.flatnonzero(inverse == u)
+                cost[np.ix_(rows, hit[0])] += hit[1][None, :]
+        return cost
+
+
 @dataclass(frozen=True)
 class Codebook:
     method: str  # "rq_kmeans" | "rqvae"
@@ -47,6 +99,8 @@ class Codebook:
     space: dict[str, Any] = field(default_factory=dict)  # {"space": ..., "model_fingerprint": ...}
     config: dict[str, Any] = field(default_factory=dict)  # training settings, seed included
     metrics: dict[str, Any] = field(default_factory=dict)  # deterministic training metrics
+    # per level (index = level, 0-based): per-prefix price table or None; empty: none anywhere
+    prefix_prices: tuple[PrefixPrices | None, ...] = ()
 
     @property
     def levels(self) -> int:
@@ -93,22 +147,41 @@ class Codebook:
 
     def residuals(self, emb: np.ndarray, level: int) -> np.ndarray:
         """Latent residual entering ``level`` (0-based) for each embedding (used by resolution)."""
-        r = self.to_latent(check_embeddings(emb, self.input_dim))
-        for lv in range(level):
-            r = r - self.centroids[lv].astype(np.float64)[assign(r, self.centroids[lv], self.prices[lv])]
-        return r
+        return self._walk(self.to_latent(check_embeddings(emb, self.input_dim)), level)[1]
 
-    def level_costs(self, residual: np.ndarray, level: int) -> np.ndarray:
-        """(n, K) cost of every code at ``level`` for the given residuals (distance + price)."""
-        return pairwise_sq_dist(residual, self.centroids[level]) + self.prices[level].astype(np.float64)[None, :]
+    def level_costs(self, residual: np.ndarray, level: int, prefixes: np.ndarray | None = None) -> np.ndarray:
+        """(n, K) cost of every code at ``level`` for the given residuals (distance + price).
 
-    def _codes_of_latent(self, r: np.ndarray) -> np.ndarray:
-        codes = np.empty((len(r), self.levels), dtype=np.int32)
-        for level in range(self.levels):
-            c = assign(r, self.centroids[level], self.prices[level])
+        With ``prefixes`` (n, level), the codes of the levels above, the level's per-prefix prices are
+        added too: then the argmin is exactly the code :meth:`encode` gives.
+        """
+        cost = pairwise_sq_dist(residual, self.centroids[level]) + self.prices[level].astype(np.float64)[None, :]
+        table = self._prefix_table(level)
+        if table is not None and prefixes is not None:
+            table.add_to(cost, np.asarray(prefixes)[:, :level])
+        return cost
+
+    def _prefix_table(self, level: int) -> PrefixPrices | None:
+        return self.prefix_prices[level] if level < len(self.prefix_prices) else None
+
+    def _walk(self, r: np.ndarray, upto: int) -> tuple[np.ndarray, np.ndarray]:
+        """Codes of the first ``upto`` levels and the residual entering level ``upto``."""
+        codes = np.empty((len(r), upto), dtype=np.int32)
+        for level in range(upto):
+            table = self._prefix_table(level)
+            if table is None or not len(table):
+                c = assign(r, self.centroids[level], self.prices[level])
+            else:
+                c = np.empty(len(r), dtype=np.int32)
+                for start in range(0, len(r), _CHUNK):
+                    part = slice(start, start + _CHUNK)
+                    c[part] = self.level_costs(r[part], level, codes[part, :level]).argmin(1)
             codes[:, level] = c
             r = r - self.centroids[level].astype(np.float64)[c]
-        return codes
+        return codes, r
+
+    def _codes_of_latent(self, r: np.ndarray) -> np.ndarray:
+        return self._walk(r, self.levels)[0]
 
     def check_space(self, *, dim: int, model_fingerprint: str | None, space: str | None = None) -> None:
         """Refuse embeddings from another space than the one this codebook was trained on."""
@@ -137,9 +210,12 @@ class Codebook:
             h.update(np.ascontiguousarray(arr).tobytes())
         return "cb-" + h.hexdigest()[:16]
 
+    def _prefix_levels(self) -> list[int]:
+        return [lv for lv, t in enumerate(self.prefix_prices) if t is not None and len(t)]
+
     def _identity(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
+        ident = {
+            "format": PREFIX_FORMAT_VERSION if self._prefix_levels() else FORMAT_VERSION,
             "method": self.method,
             "input_dim": self.input_dim,
             "levels": self.levels,
@@ -148,12 +224,19 @@ class Codebook:
             "space": self.space,
             "config": self.config,
         }
+        if self._prefix_levels():  # absent otherwise, so codebooks without tables keep their ids
+            ident["prefix_price_levels"] = self._prefix_levels()
+        return ident
 
     def _arrays(self) -> list[tuple[str, np.ndarray]]:
         arrays = [("centroids", self.centroids.astype(np.float32)), ("prices", self.prices.astype(np.float32))]
         for prefix, layers in (("encoder", self.encoder), ("decoder", self.decoder)):
             for i, (w, b) in enumerate(layers):
                 arrays += [(f"{prefix}_{i}_w", w.astype(np.float32)), (f"{prefix}_{i}_b", b.astype(np.float32))]
+        for lv in self._prefix_levels():
+            t = self.prefix_prices[lv]
+            arrays += [(f"prefix_{lv}_keys", t.keys.astype(np.int32)), (f"prefix_{lv}_codes", t.codes.astype(np.int32)),
+                       (f"prefix_{lv}_prices", t.values.astype(np.float32))]
         return arrays
 
     def save(self, path: str | Path) -> Path:
@@ -181,8 +264,8 @@ class Codebook:
         if not meta_path.is_file():
             raise FileNotFoundError(f"no codebook at {path} (missing {META_FILE})")
         meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"codebook at {path} has format {meta.get('format')!r}, expected {FORMAT_VERSION!r}")
+        if meta.get("format") not in (FORMAT_VERSION, PREFIX_FORMAT_VERSION):
+            raise ValueError(f"codebook at {path} has format {meta.get('format')!r}, expected {FORMAT_VERSION!r} or {PREFIX_FORMAT_VERSION!r}")
 
         def layers(prefix: str, n: int) -> tuple[Layer, ...]:
             return tuple((np.load(path / f"{prefix}_{i}_w.npy"), np.load(path / f"{prefix}_{i}_b.npy")) for i in range(n))
@@ -197,6 +280,7 @@ class Codebook:
             space=meta["space"],
             config=meta["config"],
             metrics=meta.get("metrics", {}),
+            prefix_prices=_load_prefix_prices(path, meta.get("prefix_price_levels", []), int(meta["levels"])),
         )
         if cb.codebook_id != meta["codebook_id"]:
             raise ValueError(f"codebook at {path} is corrupt: content hash {cb.codebook_id} != recorded {meta['codebook_id']}")
@@ -232,6 +316,16 @@ def check_embeddings(emb: Any, dim: int | None, item_ids: Sequence[str] | None =
         bad = np.flatnonzero(~finite).tolist()
         raise EmbeddingError(f"{len(bad)} embeddings contain NaN or inf: items {names(bad)}")
     return x
+
+
+def _load_prefix_prices(path: Path, levels: Sequence[int], total: int) -> tuple[PrefixPrices | None, ...]:
+    if not levels:
+        return ()
+    out: list[PrefixPrices | None] = [None] * total
+    for lv in levels:
+        out[lv] = PrefixPrices(np.load(path / f"prefix_{lv}_keys.npy"), np.load(path / f"prefix_{lv}_codes.npy"),
+                               np.load(path / f"prefix_{lv}_prices.npy"))
+    return tuple(out)
 
 
 def _json_default(obj: Any) -> Any:

@@ -55,22 +55,72 @@ def balance_prices(dist: np.ndarray, capacity: int, *, prices: np.ndarray | None
         # one over-full code at a time (Gauss-Seidel): raising all at once can trade rows back and
         # forth between two full codes whose prices then rise in lockstep and never settle
         for code in full[np.argsort(-counts[full], kind="stable")]:
-            rows = np.flatnonzero(choice == code)
+            rows = np.flatnonzero(choice == code)  # rows pushed here earlier this round included
             excess = len(rows) - capacity
             if excess <= 0:
                 continue
             cost = dist[rows] + p[None, :]
+            own = cost[:, code].copy()
             cost[:, code] = np.inf
             second = cost.argmin(1)
-            margin = cost[np.arange(len(rows)), second] - (dist[rows, code] + p[code])
+            margin = cost[np.arange(len(rows)), second] - own
             order = np.argsort(margin, kind="stable")
             leave = order[:excess]
             # the `excess` rows that lose least by moving leave
             p[code] += margin[order[excess - 1]] + step
-            np.subtract.at(counts, choice[rows[leave]], 1)
             choice[rows[leave]] = second[leave]
-            np.add.at(counts, second[leave], 1)
     return p
+
+
+def prefix_prices(
+    residual: np.ndarray,
+    cost: np.ndarray,
+    prefixes: np.ndarray,
+    *,
+    capacity_slack: float = 1.0,
+    max_rounds: int = 20000,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Capacity prices per (prefix, code): balance one level *inside* every prefix group.
+
+    ``cost`` (n, K) is the level's pointwise cost (distance + global price) of each training row,
+    ``prefixes`` (n, l) the codes of the levels above. In every prefix group of m distinct residuals,
+    no code may be chosen by more than ``ceil(m / K * capacity_slack)`` of them (1 on small data), so
+    items that share a prefix are spread over the level's codes instead of piling onto the few
+    nearest ones. Rows with identical residuals count once (nothing pointwise can separate them).
+    Groups are small (a few rows against K codes), so the auction may take many cheap rounds: tight
+    groups of near-duplicates need thousands before every code is within capacity.
+
+    Returns ``(keys (m, l) int32, codes (m,) int32, values (m,) float64, choice (n,) int32)``: the
+    sparse price table (sorted by prefix, then code; only groups that needed prices) and every row's
+    code under it. Encoding adds ``values`` to the cost of ``codes`` for rows whose prefix is
+    ``keys``, so it stays a function of the item alone.
+    """
+    n, k = cost.shape
+    prefixes = np.asarray(prefixes, dtype=np.int32).reshape(n, -1)
+    choice = cost.argmin(1).astype(np.int32)
+    keys, codes, values = [], [], []
+    if n == 0:
+        return np.zeros((0, prefixes.shape[1]), np.int32), np.zeros(0, np.int32), np.zeros(0), choice
+    _, inverse = np.unique(prefixes, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind="stable")
+    for rows in np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1):  # groups in prefix order
+        if len(rows) < 2:
+            continue
+        _, first = np.unique(residual[rows], axis=0, return_index=True)
+        distinct = rows[np.sort(first)]
+        capacity = max(1, int(np.ceil(len(distinct) / k * capacity_slack)))
+        if np.bincount(choice[distinct], minlength=k).max() <= capacity:
+            continue
+        p = balance_prices(cost[distinct], capacity, max_rounds=max_rounds)
+        choice[rows] = (cost[rows] + p[None, :]).argmin(1)
+        used = np.flatnonzero(p)
+        keys.append(np.repeat(prefixes[rows[:1]], len(used), axis=0))
+        codes.append(used.astype(np.int32))
+        values.append(p[used])
+    if not keys:
+        return np.zeros((0, prefixes.shape[1]), np.int32), np.zeros(0, np.int32), np.zeros(0), choice
+    return np.concatenate(keys), np.concatenate(codes), np.concatenate(values), choice
 
 
 def kmeans_pp_init(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -110,11 +160,14 @@ def fit_level(
     balanced: bool,
     iters: int = 25,
     capacity_slack: float = 1.0,
+    inner_rounds: int = 50,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit one level: faiss k-means init, then (if balanced) Lloyd steps under capacity prices.
 
     Returns ``(centroids (k, d) float64, prices (k,) float64)``; prices are zeros when unbalanced.
     Codes left empty are re-seeded from the points farthest from their centroid (dead-code restart).
+    The price rounds between Lloyd steps are capped at ``inner_rounds`` (prices are warm-started, so
+    they only need to follow the centroids); the final prices get the full ``balance_prices`` rounds.
     """
     x = np.asarray(x, dtype=np.float64)
     if len(x) < k:
@@ -126,7 +179,7 @@ def fit_level(
     capacity = max(1, int(np.ceil(len(x) / k * capacity_slack)))
     for _ in range(iters):
         dist = pairwise_sq_dist(x, centroids)
-        prices = balance_prices(dist, capacity, prices=prices)
+        prices = balance_prices(dist, capacity, prices=prices, max_rounds=inner_rounds)
         codes = (dist + prices[None, :]).argmin(1)
         new = _means(x, codes, k, centroids)
         if np.allclose(new, centroids, atol=1e-7):

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from tokenizer.codebook import Codebook, check_embeddings
-from tokenizer.kmeans import balance_prices, fit_level, pairwise_sq_dist
-from tokenizer.rq_kmeans import training_metrics
+from tokenizer.codebook import Codebook, PrefixPrices, check_embeddings
+from tokenizer.kmeans import balance_prices, fit_level, pairwise_sq_dist, prefix_prices
+from tokenizer.rq_kmeans import prefix_levels, training_metrics
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class RQVAESettings:
     balanced: bool = True
     capacity_slack: float = 1.0
     dead_code_restart: bool = True
+    prefix_balance: str = "last"  # per-prefix capacity prices at export (see tokenizer.rq_kmeans)
     device: str = "cpu"
 
 
@@ -125,25 +126,40 @@ def fit_rqvae(emb: np.ndarray, *, seed: int, settings: RQVAESettings | None = No
         restarted = _refresh_codes(encoder, x, rvq, usage, s, capacity) if (s.dead_code_restart or s.balanced) else 0
         history.append({"epoch": epoch, "recon": totals[0] / n, "codebook": totals[1] / n, "commit": totals[2] / n, "restarted": restarted})
 
-    with torch.no_grad():
-        latent = encoder(x).double().cpu().numpy()
-    final_prices = []
+    encoder_layers = _export(encoder)
+    # the exported (float32 numpy) encoder's latents: what encode will compute
+    latent = Codebook(method="rqvae", centroids=np.zeros((1, 1, s.latent_dim), np.float32), prices=np.zeros((1, 1), np.float32),
+                      input_dim=dim, encoder=encoder_layers).to_latent(x_np)
+    final_prices, tables = [], []
+    by_prefix = prefix_levels(s.prefix_balance, s.levels)
+    final_codes = np.zeros((n, s.levels), dtype=np.int32)
     residual = latent
     for level in range(s.levels):
-        c = rvq.codebooks[level].detach().double().cpu().numpy()
+        c = rvq.codebooks[level].detach().cpu().numpy().astype(np.float64)
         dist = pairwise_sq_dist(residual, c)
         p = balance_prices(dist, capacity) if s.balanced else np.zeros(s.codebook_size)
-        residual = residual - c[(dist + p[None, :]).argmin(1)]
+        p = p.astype(np.float32).astype(np.float64)
+        cost = dist + p[None, :]
+        table = None
+        if level in by_prefix:
+            keys, tcodes, values, _ = prefix_prices(residual, cost, final_codes[:, :level], capacity_slack=s.capacity_slack)
+            table = PrefixPrices.build(keys, tcodes, values)
+            table.add_to(cost, final_codes[:, :level])
+        final_codes[:, level] = cost.argmin(1)
+        residual = residual - c[final_codes[:, level]]
         final_prices.append(p)
+        tables.append(table)
     cb = Codebook(
         method="rqvae",
         centroids=np.stack([c.detach().cpu().numpy() for c in rvq.codebooks]).astype(np.float32),
         prices=np.stack(final_prices).astype(np.float32),
         input_dim=dim,
-        encoder=_export(encoder),
+        encoder=encoder_layers,
         decoder=_export(decoder),
         space=dict(space or {}),
-        config={"method": "rqvae", "seed": seed, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items() if k != "device"}},
+        config={"method": "rqvae", "seed": seed, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()
+                                                   if k != "device" and not (k == "prefix_balance" and v == "off")}},
+        prefix_prices=tuple(tables) if any(t is not None and len(t) for t in tables) else (),
     )
     metrics = training_metrics(cb, x_np)
     metrics["loss_history"] = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in history[:: max(1, s.epochs // 10)]]

