@@ -1,4 +1,4 @@
-"""Benchmark: the sft stage on synthetic logs of 250k / 500k / 1M interactions over 100k items (2 cores).
+"""Benchmark: the sft stage on synthetic logs of 100k / 250k / 1M interactions over 100k items (2 cores).
 
 Target (issue 6): the full corpus from 1M interactions in <= 5 minutes, cost growing linearly with the
 log. The baseline in the same process is the plain Spark pass any per-user job pays: read the log,
@@ -6,7 +6,7 @@ group it per user with ``collect_list`` and write the result; the table reports 
 ratio of it. Inputs are curated tables (CATALOG, INTERACTIONS with timestamps, queries and sessions,
 SIDS): ``sidpipe.synthetic`` logs through the real ingest stage, with stand-in SIDs.
 
-    .venv/bin/python benchmarks/sft_corpus.py [--sizes 250000,500000,1000000] [--items 100000]
+    .venv/bin/python benchmarks/sft_corpus.py [--sizes 100000,250000,1000000] [--items 100000]
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def baseline(spark, layout: RunLayout, out: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="250000,500000,1000000")
+    parser.add_argument("--sizes", default="100000,250000,1000000")
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--hf", action="store_true", help="also write the HF DatasetDict (default: on)", default=True)
     args = parser.parse_args()
@@ -120,7 +120,8 @@ def main() -> None:
             rows.append({"interactions": size, "items": args.items, "seconds": round(wall, 1), "records": records,
                          "records_per_s": round(records / wall), "us_per_interaction": round(wall / size * 1e6, 1),
                          "baseline_seconds": round(base, 1), "ratio_to_baseline": round(wall / base, 1),
-                         "split_mode": result.metrics["split_mode"], "ingest_seconds": round(ingest_seconds, 1)})
+                         "split_mode": result.metrics["split_mode"], "ingest_seconds": round(ingest_seconds, 1),
+                         "steps": result.metrics.get("seconds", {})})
             print(rows[-1], flush=True)
             shutil.rmtree(layout.run_dir)
     finally:

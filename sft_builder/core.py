@@ -34,6 +34,11 @@ def stable_hash(*parts: Any) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
+# json.dumps(..., sort_keys=True, ensure_ascii=False) without building an encoder per call (same output)
+dumps_sorted = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+dumps_unicode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def stable_fraction(*parts: Any) -> float:
     """A value in [0, 1) fixed by the parts: for deterministic sampling and splits."""
     return stable_hash(*parts) / 2.0**64
@@ -142,7 +147,7 @@ def make_record(
         R.target_item_ids: [t[ITEM_ID] for t in targets],
         R.sids: _unique(it[SID] for it in by_sid),
         R.item_ids: _unique(it[ITEM_ID] for it in mentioned),
-        R.metadata: json.dumps({"key": key, **(metadata or {})}, sort_keys=True, ensure_ascii=False),
+        R.metadata: dumps_sorted({"key": key, **(metadata or {})}),
     }
 
 
@@ -153,8 +158,7 @@ def content_hash(record: dict) -> str:
 
 
 def _unique(values: Iterable[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for v in values:
-        if v is not None:
-            seen.setdefault(v, None)
+    """The distinct non-null values, in first-seen order."""
+    seen = dict.fromkeys(values)
+    seen.pop(None, None)
     return list(seen)

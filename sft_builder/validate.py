@@ -30,14 +30,21 @@ def find_leaks(records: DataFrame, *, valid_start_us: int | None = None) -> Data
     held_out = (
         with_user.where((F.col(R.split) != TRAIN) & from_log)
         .select(R.user_id, F.explode(R.target_item_ids).alias(ITEM), F.col(R.split).alias(HELD_OUT_SPLIT))
+        .where(F.col(ITEM).isNotNull())
         .groupBy(R.user_id, ITEM).agg(F.min(HELD_OUT_SPLIT).alias(HELD_OUT_SPLIT))
     )
+    # One row per user (item -> split): training records are joined per user and intersected as arrays,
+    # so the log-sized "every item of every training record" table is never materialised or shuffled.
+    held = held_out.groupBy(R.user_id).agg(F.map_from_entries(F.collect_list(F.struct(ITEM, HELD_OUT_SPLIT))).alias("_held"))
     mentioned = with_user.where(F.col(R.split) == TRAIN).select(
-        R.user_id, R.id, F.explode(F.array_union(F.coalesce(R.item_ids, F.array()), F.coalesce(R.target_item_ids, F.array()))).alias(ITEM)
-    ).distinct()
-    leaks = mentioned.join(held_out, [R.user_id, ITEM]).select(
-        R.user_id, R.id, F.lit(HELD_OUT_ITEM_IN_TRAIN).alias(RULE), ITEM, HELD_OUT_SPLIT,
-        F.lit("a training record mentions an item this user holds out").alias(DETAIL),
+        R.user_id, R.id, F.array_union(F.coalesce(R.item_ids, F.array()), F.coalesce(R.target_item_ids, F.array())).alias("_items")
+    )
+    leaks = (
+        mentioned.join(held, R.user_id)
+        .select(R.user_id, R.id, "_held", F.explode(F.array_intersect("_items", F.map_keys("_held"))).alias(ITEM))
+        .select(R.user_id, R.id, F.lit(HELD_OUT_ITEM_IN_TRAIN).alias(RULE), ITEM, F.element_at("_held", F.col(ITEM)).alias(HELD_OUT_SPLIT),
+                F.lit("a training record mentions an item this user holds out").alias(DETAIL))
+        .distinct()
     )
     if valid_start_us is not None:
         ts = F.get_json_object(F.col(R.metadata), "$.max_event_ts").cast("long")

@@ -4,13 +4,15 @@ Reads ``layout.catalog``, ``layout.interactions``, ``layout.sids`` and ``layout.
 glossary.json``; writes ``layout.sft`` (``split=<s>/task=<t>/part-00000.parquet``, every file carrying
 all SFT_RECORDS columns so the folder also loads with ``load_dataset("parquet", data_files=...)``),
 ``layout.sft / README.md`` (dataset card), ``layout.hf_dataset`` (``save_to_disk``) and
-``layout.quarantine / "sft"``.
+``layout.quarantine / "sft"``. The built records pass through ``run_dir / _sft_staging`` (see
+:mod:`jobs.sft.write`), removed when the stage ends; ``metrics["seconds"]`` has the time of every step.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from pyspark.sql import functions as F
 from jobs.common.io import atomic_write_text, fingerprint_path, read_table, write_table
 from jobs.common.stage import GateFailed, StageContext, StageResult, stage_main
 from jobs.sft import transform as T
-from jobs.sft.write import read_corpus, write_corpus
+from jobs.sft.write import TOKENS, read_corpus, write_corpus
 from schemas.catalog import CATALOG
 from schemas.interactions import INTERACTIONS
 from schemas.quarantine import QUARANTINE
@@ -37,6 +39,7 @@ log = logging.getLogger("sidpipe.sft")
 STAGE = "sft"
 GLOSSARY = "glossary.json"
 CARD = "README.md"
+STAGING = "_sft_staging"  # the built records before dedup and mixture; removed when the stage ends
 
 
 def read_glossary(sid_artifacts: Path) -> dict | None:
@@ -52,11 +55,11 @@ def read_glossary(sid_artifacts: Path) -> dict | None:
     return data
 
 
-def token_stats(records) -> dict[str, dict[str, float]]:
-    tok = T.token_counts(records)
-    rows = tok.groupBy(R.task).agg(
-        F.mean("tokens").alias("mean"), F.percentile("tokens", F.lit(0.5)).alias("p50"),
-        F.percentile("tokens", F.lit(0.95)).alias("p95"), F.max("tokens").alias("max"),
+def token_stats(keys) -> dict[str, dict[str, float]]:
+    """Exact per-task token statistics (mean, p50, p95, max) of the kept records (KEYS rows, ``tokens``)."""
+    rows = keys.groupBy(R.task).agg(
+        F.mean(TOKENS).alias("mean"), F.percentile(TOKENS, F.lit(0.5)).alias("p50"),
+        F.percentile(TOKENS, F.lit(0.95)).alias("p95"), F.max(TOKENS).alias("max"),
     ).collect()
     return {r[R.task]: {k: float(r[k]) for k in ("mean", "p50", "p95", "max")} for r in sorted(rows, key=lambda r: r[R.task])}
 
@@ -69,30 +72,39 @@ def run(ctx: StageContext) -> StageResult:
     glossary = read_glossary(layout.sid_artifacts)
 
     timings: dict = {}
+    staging = layout.run_dir / STAGING
+    if staging.exists():
+        shutil.rmtree(staging)
     with T.timed(timings, "prepare"):
         parts = T.build_corpus(spark, catalog, interactions, sids, glossary, cfg, ctx.seed)
-    built = parts.records.persist(StorageLevel.MEMORY_AND_DISK)
     partitions = cfg.build_partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
-    dup_ids = T.duplicate_ids(built).persist(StorageLevel.MEMORY_AND_DISK) if cfg.dedup else None
+    # The records are built exactly once: written to staging, their small keys kept in memory.
+    keys = parts.stage(staging).persist(StorageLevel.MEMORY_AND_DISK)
+    dup_ids = kept = None
     try:
-        with T.timed(timings, "build_records_and_dedup"):
+        with T.timed(timings, "build_records"):
+            keys.count()
+        with T.timed(timings, "dedup"):
+            dup_ids = T.duplicate_ids(keys).persist(StorageLevel.MEMORY_AND_DISK) if cfg.dedup else None
             duplicates = dup_ids.count() if dup_ids is not None else 0
-        records = parts.final_records(built, dup_ids, cfg)
+        kept = parts.final_records(keys, dup_ids, cfg).persist(StorageLevel.MEMORY_AND_DISK)
         with T.timed(timings, "write_parquet"):
-            counts = write_corpus(records, layout.sft, partitions=partitions)
+            counts = write_corpus(kept, staging, layout.sft, partitions=partitions)
         with T.timed(timings, "token_stats"):
-            stats = token_stats(records)
-        quarantine_dir = layout.quarantine / STAGE
-        write_table(parts.quarantine.repartition(1).sortWithinPartitions(Q.source, Q.reason, Q.detail, Q.record), quarantine_dir,
-                    QUARANTINE)
-        reasons = {f"quarantined_{r[Q.source]}_{r[Q.reason]}": r["count"]
-                   for r in spark.read.parquet(str(quarantine_dir)).groupBy(Q.source, Q.reason).count().collect()}
-        n_used = parts.events.where(F.col(T.REASON).isNull()).count()
+            stats = token_stats(kept)
+        with T.timed(timings, "quarantine"):
+            quarantine_dir = layout.quarantine / STAGE
+            write_table(parts.quarantine.repartition(1).sortWithinPartitions(Q.source, Q.reason, Q.detail, Q.record), quarantine_dir,
+                        QUARANTINE)
+            reasons = {f"quarantined_{r[Q.source]}_{r[Q.reason]}": r["count"]
+                       for r in spark.read.parquet(str(quarantine_dir)).groupBy(Q.source, Q.reason).count().collect()}
+            n_used = parts.events.where(F.col(T.REASON).isNull()).count()
     finally:
-        built.unpersist()
-        if dup_ids is not None:
-            dup_ids.unpersist()
+        for df in (keys, dup_ids, kept):
+            if df is not None:
+                df.unpersist()
         parts.release()
+        shutil.rmtree(staging, ignore_errors=True)
     for note in parts.notes:
         log.info("sft: %s", note)
     n_interactions = parts.metrics.pop("interactions_in")

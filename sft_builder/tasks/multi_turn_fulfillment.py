@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 
 from sft_builder.context import BuildContext
-from sft_builder.core import Template, hash_sample, make_record, pick_template, stable_hash
+from sft_builder.core import Template, dumps_unicode, hash_sample, make_record, pick_template, stable_hash
 from sft_builder.split import SESSION, max_event_ts, user_items
 from sft_builder.tasks.base import sid_prefix_len, user_targets
 
@@ -63,11 +63,11 @@ def _card(item: dict) -> dict:
 
 
 def _observation(items: list[dict]) -> str:
-    return json.dumps({"results": [_card(it) for it in items]}, ensure_ascii=False)
+    return dumps_unicode({"results": [_card(it) for it in items]})
 
 
 def _action(**fields) -> str:
-    return json.dumps(fields, ensure_ascii=False)
+    return dumps_unicode(fields)
 
 
 def session_context(events: list[dict], index: int, window: int) -> list[dict]:

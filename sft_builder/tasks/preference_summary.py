@@ -7,12 +7,11 @@ record of that split may see (everything before the split's held-out events).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 from schemas.sft import SPLITS
 from sft_builder.context import BuildContext
-from sft_builder.core import Template, make_record, pick_template, sid_list
+from sft_builder.core import Template, dumps_sorted, make_record, pick_template, sid_list
 from sft_builder.split import events_visible_at, max_event_ts
 
 NAME = "preference_summary"
@@ -61,7 +60,7 @@ def build_user(user_id: str, events: list[dict], ctx: BuildContext) -> list[dict
         key = f"{user_id}:{split}"
         tid, tpl = pick_template(TEMPLATES, f"{NAME}:{key}", ctx.seed)
         instruction, data = tpl.render(history=sid_list(history), n=len(history))
-        output = json.dumps(summarize(history), ensure_ascii=False, sort_keys=True)
+        output = dumps_sorted(summarize(history))
         records.append(make_record(
             task=NAME, split=split, key=key, instruction=instruction, input=data, output=output, mentioned=history,
             user_id=user_id, metadata={"template": tid, "history_length": len(history), "max_event_ts": max_event_ts(history)}))

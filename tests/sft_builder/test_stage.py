@@ -184,3 +184,58 @@ def test_hf_round_trip_and_card(spark, loo_run, tmp_path):
     assert ds["test"].num_rows == result.counts["records_next_item_test"]
     assert set(ds["test"]["task"]) == {"next_item"} and set(ds["test"]["split"]) == {TEST}
     assert pq.read_schema(files["train"][0]).names == SFT_RECORDS.names
+
+
+def test_staging_is_removed_and_token_stats_cover_every_task(loo_run):
+    from jobs.sft.main import STAGING
+
+    layout, result = loo_run
+    assert not (layout.run_dir / STAGING).exists()
+    stats = result.metrics["token_stats"]
+    assert set(stats) == {t for t in TASK_NAMES if result.counts.get(f"records_{t}_train", 0) + result.counts.get(f"records_{t}_test", 0)
+                          + result.counts.get(f"records_{t}_validation", 0)}
+    assert all(0 < s["p50"] <= s["p95"] <= s["max"] for s in stats.values())
+
+
+def test_token_counts_of_the_writer_equal_the_spark_definition(spark):
+    """The stage counts tokens with pyarrow (RE2) as it builds; the card's definition is Spark's (Java) regex."""
+    import pyarrow as pa
+
+    from jobs.sft.transform import token_counts as spark_token_counts
+    from jobs.sft.write import token_counts
+
+    texts = [["<a_1><b_22><c_3> next?", "Title: \"Steel tape\" 12.5% off, 3-pack"], ["<<a_1>> <a b> <> <a_1", "caf\u00e9 na\u00efve \U0001f600!"],
+             ["tab\there\x0bvt\x0cff\u00a0nbsp\u3000ideographic x__y_1", ""], ["", "", "{\"action\": \"retrieve\", \"sid_prefix\": \"<a_12>\"}"], []]
+    rows = [{R.task: "t", R.split: TRAIN, R.messages: [{"role": "user", "content": c} for c in contents]} for contents in texts]
+    schema = pa.schema([pa.field(R.task, pa.string()), pa.field(R.split, pa.string()), pa.field(R.messages, SFT_RECORDS.field(R.messages).type)])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    expected = [r["tokens"] for r in spark_token_counts(spark.createDataFrame(table)).collect()]
+    assert list(token_counts(table.column(R.messages))) == expected
+    assert expected[0] == 3 + 2 + 15  # three SID tokens, "next?", then 7 words and 8 punctuation marks
+
+
+def test_complements_count_each_co_interaction_both_ways(spark):
+    from jobs.common.pipeline_config import PipelineConfig
+    from jobs.sft.transform import complements
+
+    cfg = PipelineConfig.load(overrides={"sft": {"bundle_window": 1, "bundle_min_count": 2}}).sft
+    seqs = {"u1": ["A", "B"], "u2": ["A", "B", "C"], "u3": ["B", "A"], "u4": ["C", "D"]}
+    events = spark.createDataFrame([(u, i, s, TRAIN) for u, items in seqs.items() for s, i in enumerate(items)], "user_id string, item_id string, seq long, split string")
+    cats = {"A": "Tape", "B": "Glue", "C": "Glue", "D": "Tape"}
+    items = spark.createDataFrame([(i, f"<a_{i}>", f"Title {i}", None, c, None, f"<a_{i}>") for i, c in cats.items()],
+                                  "item_id string, sid string, title string, brand string, category string, price_band string, prefix string")
+    got = {r["item_id"]: [(c["item_id"], c["count"]) for c in r["complements"]] for r in complements(events, items, cfg).collect()}
+    # A-B three times (either order); B-C once and C-D once stay under bundle_min_count
+    assert got == {"A": [("B", 3)], "B": [("A", 3)]}
+
+
+@pytest.mark.parametrize("stamps", [[5] * 40 + list(range(100, 160)) + [10**15] * 3, list(range(0, 10**9, 7_777_777)), [42]])
+def test_temporal_cutoffs_equal_spark_exact_percentile(spark, stamps):
+    from datetime import datetime, timezone
+
+    from jobs.common.pipeline_config import PipelineConfig
+    from jobs.sft.transform import profile_log, temporal_cutoffs, temporal_cutoffs_reference
+
+    cfg = PipelineConfig.load(overrides={"sft": {"temporal_valid_fraction": 0.13, "temporal_test_fraction": 0.07}}).sft
+    log = spark.createDataFrame([(datetime.fromtimestamp(s / 1e6, tz=timezone.utc), None) for s in stamps], "timestamp timestamp, query string")
+    assert temporal_cutoffs(log, cfg, profile_log(log, cfg)) == temporal_cutoffs_reference(log, cfg)
