@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from jobs.common.io import fingerprint_path
 from schemas.convert import to_hf_features
 from schemas.sft import SFT_RECORDS, SPLITS
 
@@ -37,13 +38,8 @@ def load_corpus(parquet_root: Path | str, *, cache_dir: Path | str, task: str = 
 
 
 def _content_fingerprint(parquet_root: Path | str, files: list[str], split: str) -> str:
-    h = hashlib.sha256(f"{SFT_RECORDS.metadata}|{split}".encode())
-    for f in files:
-        h.update(os.path.relpath(f, parquet_root).encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-    return h.hexdigest()[:16]
+    parts = [str(SFT_RECORDS.metadata), split] + [f"{os.path.relpath(f, parquet_root)}:{fingerprint_path(f)}" for f in files]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def write_dataset_dict(parquet_root: Path | str, out_dir: Path | str) -> dict[str, int]:
