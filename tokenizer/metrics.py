@@ -49,27 +49,6 @@ def identical_groups(keys: Sequence[Any]) -> np.ndarray:
     return (s.notna() & s.duplicated(keep=False)).to_numpy()
 
 
-def normalized_mutual_info(a: Sequence[Any], b: Sequence[Any]) -> float:
-    """NMI (arithmetic normalisation, as sklearn's default) between two labelings."""
-    import pandas as pd
-
-    a_codes = pd.factorize(pd.Series(list(a), dtype=object))[0]
-    b_codes = pd.factorize(pd.Series(list(b), dtype=object))[0]
-    n = len(a_codes)
-    if n == 0:
-        return 0.0
-    joint = np.zeros((a_codes.max() + 1, b_codes.max() + 1))
-    np.add.at(joint, (a_codes, b_codes), 1)
-    pxy = joint / n
-    px, py = pxy.sum(1), pxy.sum(0)
-    nz = pxy > 0
-    mi = (pxy[nz] * np.log(pxy[nz] / (px[:, None] * py[None, :])[nz])).sum()
-    hx = -(px[px > 0] * np.log(px[px > 0])).sum()
-    hy = -(py[py > 0] * np.log(py[py > 0])).sum()
-    denom = (hx + hy) / 2
-    return float(mi / denom) if denom > 0 else 0.0
-
-
 def reconstruction_mse(x: np.ndarray, x_hat: np.ndarray) -> float:
     """Mean squared L2 error per item."""
     return float(((np.asarray(x, np.float64) - np.asarray(x_hat, np.float64)) ** 2).sum(1).mean()) if len(x) else 0.0

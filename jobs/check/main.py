@@ -86,9 +86,10 @@ def compute_sid_metrics(ctx: StageContext) -> tuple[dict[str, Any], dict[str, An
         metrics["identical_text_floor"] = text["collision_rate"]
         metrics["identical_text_items"] = text["colliding_items"]
         sums = T.category_entropy_sums(sids, catalog)
-        metrics["category_nmi_l1"] = M.nmi_from_entropy_sums(
-            sums["n"], sums["sum_x"], sums["sum_y"], sums["sum_xy"]
-        )
+        info = M.category_information(sums["n"], sums["sum_x"], sums["sum_y"], sums["sum_xy"])
+        metrics["category_nmi_l1"] = info["nmi"]
+        metrics["category_nmi_ceiling_l1"] = info["nmi_ceiling"]
+        metrics["category_info_share_l1"] = info["info_share"]
         metrics["category_items"] = sums["n"]
     else:
         notes.append(f"no catalog at {layout.catalog}: identical-text floor and category NMI skipped")

@@ -40,40 +40,56 @@ def gini(counts: Sequence[int], size: int | None = None) -> float:
     return 2.0 * weighted / (size * total) - (size + 1) / size
 
 
-def nmi_from_entropy_sums(n: int, sum_x: float, sum_y: float, sum_xy: float) -> float:
-    """Normalized mutual information (arithmetic mean normalisation, as scikit-learn's default).
+def category_information(n: int, sum_x: float, sum_y: float, sum_xy: float) -> dict[str, float]:
+    """How much of labeling Y (the category) labeling X (the level-1 code) carries.
 
     Takes ``n`` and the sums of ``c * log(c)`` over the marginal counts of X, of Y and over the
     joint counts, which Spark computes as three aggregates: H(X) = log n - sum_x / n, and so on.
-    Returns 1.0 when both labelings are constant (nothing to disagree on), as scikit-learn does.
+
+    - ``nmi``: normalized mutual information, arithmetic mean normalisation (scikit-learn's default);
+      1.0 when both labelings are constant (nothing to disagree on), as scikit-learn does.
+    - ``nmi_ceiling``: the highest NMI these marginals allow, 2 min(H(X), H(Y)) / (H(X) + H(Y)). A
+      balanced 256-code level has H(X) = log 256, far above a category's entropy, so its NMI is capped
+      well below 1 however pure its codes are; a level using 32 codes is capped much higher.
+    - ``info_share``: I(X; Y) / H(Y), the share of the category's information the code carries
+      (scikit-learn's homogeneity of the categories under the codes); comparable across code counts.
     """
     if n <= 0:
-        return 0.0
+        return {"nmi": 0.0, "nmi_ceiling": 0.0, "info_share": 0.0}
     log_n = math.log(n)
     h_x = log_n - sum_x / n
     h_y = log_n - sum_y / n
     h_xy = log_n - sum_xy / n
     if h_x <= 1e-15 and h_y <= 1e-15:
-        return 1.0
+        return {"nmi": 1.0, "nmi_ceiling": 1.0, "info_share": 1.0}
     mutual = max(h_x + h_y - h_xy, 0.0)
     denominator = (h_x + h_y) / 2.0
-    return min(mutual / denominator, 1.0) if denominator > 0 else 0.0
+    return {
+        "nmi": min(mutual / denominator, 1.0) if denominator > 0 else 0.0,
+        "nmi_ceiling": min(h_x, h_y) / denominator if denominator > 0 else 0.0,
+        "info_share": min(mutual / h_y, 1.0) if h_y > 1e-15 else 1.0,
+    }
 
 
-def normalized_mutual_information(labels_a: Sequence[Hashable], labels_b: Sequence[Hashable]) -> float:
-    """NMI of two labelings of the same items (the in-memory twin of the Spark computation)."""
-    if len(labels_a) != len(labels_b):
-        raise ValueError(f"labelings differ in length: {len(labels_a)} vs {len(labels_b)}")
+def labels_information(labels_x: Sequence[Hashable], labels_y: Sequence[Hashable]) -> dict[str, float]:
+    """:func:`category_information` of two in-memory labelings (the twin of the Spark computation)."""
+    if len(labels_x) != len(labels_y):
+        raise ValueError(f"labelings differ in length: {len(labels_x)} vs {len(labels_y)}")
 
     def clogc(counter: Counter) -> float:
         return sum(c * math.log(c) for c in counter.values())
 
-    return nmi_from_entropy_sums(
-        len(labels_a),
-        clogc(Counter(labels_a)),
-        clogc(Counter(labels_b)),
-        clogc(Counter(zip(labels_a, labels_b))),
+    return category_information(
+        len(labels_x),
+        clogc(Counter(labels_x)),
+        clogc(Counter(labels_y)),
+        clogc(Counter(zip(labels_x, labels_y))),
     )
+
+
+def normalized_mutual_information(labels_a: Sequence[Hashable], labels_b: Sequence[Hashable]) -> float:
+    """NMI of two labelings of the same items."""
+    return labels_information(labels_a, labels_b)["nmi"]
 
 
 def bucket_metrics(histogram: Mapping[int, int]) -> dict[str, Any]:

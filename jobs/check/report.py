@@ -220,6 +220,8 @@ def _render_html(ctx, results, details, validations, plots, missing) -> str:
             "perplexity_l1",
             "gini_l1",
             "category_nmi_l1",
+            "category_nmi_ceiling_l1",
+            "category_info_share_l1",
             "nn_preservation",
             "nn_random_baseline",
             "churn",

@@ -16,6 +16,7 @@ from jobs.common.io import read_table, write_table
 from jobs.common.stage import StageContext, StageResult, stage_main
 from jobs.embed.cache import EmbeddingCache
 from jobs.embed.encoder import EncoderSpec
+from jobs.embed.text import view_weights
 from jobs.embed.transform import (
     FALLBACK,
     REASON,
@@ -85,7 +86,11 @@ def run(ctx: StageContext) -> StageResult:
 
         with steps("write"):
             output = attach_embeddings(
-                usable, cached, model_fingerprint=spec.fingerprint, files=cfg.output_files
+                usable,
+                cached,
+                model_fingerprint=spec.fingerprint,
+                weights=view_weights(cfg),
+                files=cfg.output_files,
             )
             # Counted while writing (no second pass): rows out, and rows that found no vector.
             check = Observation("embed_output")

@@ -50,8 +50,8 @@ def field_text(name: str, value: Any, *, category_separator: str) -> str:
     return clean(value)
 
 
-def render_text(item: Mapping[str, Any], cfg: EmbedConfig) -> str:
-    """The item's text per ``cfg.template``; '' when no part has all of its fields present.
+def render_text(item: Mapping[str, Any], cfg: EmbedConfig, template: Sequence[str] | None = None) -> str:
+    """The item's text per ``template`` (default ``cfg.template``); '' when no part has all of its fields.
 
     A part whose field is empty is dropped whole, so an item without a title falls back to brand,
     category and description, and no dangling labels ("Brand: ") reach the model.
@@ -61,11 +61,48 @@ def render_text(item: Mapping[str, Any], cfg: EmbedConfig) -> str:
         for name in TEMPLATE_FIELDS
     }
     parts = []
-    for part in cfg.template:
+    for part in cfg.template if template is None else template:
         names = _part_fields(part)
         if all(values[n] for n in names):
             parts.append(part.format(**{n: values[n] for n in names}))
     return cfg.separator.join(parts)
+
+
+def render_views(item: Mapping[str, Any], cfg: EmbedConfig) -> list[str]:
+    """[main text, one text per ``cfg.views``]; '' where a view renders nothing."""
+    return [render_text(item, cfg)] + [render_text(item, cfg, view.template) for view in cfg.views]
+
+
+def view_weights(cfg: EmbedConfig) -> list[float]:
+    """Weight of each text of ``render_views``: the main text counts 1."""
+    return [1.0] + [view.weight for view in cfg.views]
+
+
+def item_key(texts: Sequence[str], cfg: EmbedConfig) -> str:
+    """The item's ``text_hash``: changes exactly when its vector's inputs change.
+
+    With no views it is the main text's hash (the cache key of its vector); with views it also
+    covers each view's text and weight.
+    """
+    if not cfg.views:
+        return text_hash(texts[0])
+    return text_hash(json.dumps([[w, t] for w, t in zip(view_weights(cfg), texts)], ensure_ascii=False))
+
+
+def blend_views(vectors: Sequence[Any], weights: Sequence[float]):
+    """normalise(sum(weight * vector)) over the texts that have a vector (None = view empty), float32.
+
+    Summed in float64 in a fixed order, so the Spark job and a plain-Python caller get the same bits.
+    """
+    import numpy as np
+
+    total = None
+    for vector, weight in zip(vectors, weights):
+        if vector is None:
+            continue
+        term = float(weight) * np.asarray(vector, dtype=np.float64)
+        total = term if total is None else total + term
+    return (total / np.linalg.norm(total)).astype(np.float32)
 
 
 def _part_fields(part: str) -> list[str]:
@@ -77,6 +114,20 @@ def _part_fields(part: str) -> list[str]:
 def text_hash(text: str) -> str:
     """Cache key of a rendered text (128 bits: collisions stay negligible at billions of items)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def embed_items(items: Sequence[Mapping[str, Any]], cfg: EmbedConfig, encode) -> Any:
+    """The stage's item vectors without Spark: ``encode(list[str]) -> array`` runs the model.
+
+    Each distinct text is encoded once, in sorted order; items must all have a main text.
+    """
+    import numpy as np
+
+    texts = [render_views(item, cfg) for item in items]
+    distinct = sorted({t for ts in texts for t in ts if t})
+    vectors = dict(zip(distinct, encode(distinct)))
+    weights = view_weights(cfg)
+    return np.stack([blend_views([vectors[t] if t else None for t in ts], weights) for ts in texts])
 
 
 def primary_field_missing(item: Mapping[str, Any], cfg: EmbedConfig) -> bool:

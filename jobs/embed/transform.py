@@ -9,7 +9,7 @@ from jobs.embed.encoder import EncoderSpec
 from schemas.catalog import CATALOG
 from schemas.catalog import C as CAT
 from schemas.convert import to_spark
-from schemas.embeddings import EMBEDDING_CACHE
+from schemas.embeddings import EMBEDDING_CACHE, EMBEDDINGS
 from schemas.embeddings import C as E
 from schemas.quarantine import C as Q
 
@@ -19,6 +19,10 @@ SPACE = "text"
 # Intermediate columns of the rendered catalog (never written: the stage's outputs are EMBEDDINGS,
 # QUARANTINE and the cache).
 TEXT = "text"
+TEXTS = "texts"  # [main text, view texts...] (jobs.embed.text.render_views), null where empty
+HASHES = "text_hashes"  # the cache key of each of TEXTS
+VIEW = "view"  # index into TEXTS
+VECTORS = "vectors"
 REASON = "reason"
 FALLBACK = "text_fallback"
 RECORD = "record"
@@ -26,20 +30,24 @@ RECORD = "record"
 RENDERED = pa.schema(
     [
         pa.field(CAT.item_id, pa.string(), nullable=False),
-        pa.field(TEXT, pa.string()),
-        pa.field(E.text_hash, pa.string()),
+        pa.field(TEXTS, pa.list_(pa.string())),
+        pa.field(HASHES, pa.list_(pa.string())),
+        pa.field(E.text_hash, pa.string()),  # jobs.embed.text.item_key
         pa.field(REASON, pa.string()),  # a Reason value when the item cannot be embedded
         pa.field(FALLBACK, pa.bool_()),  # the first template part was empty: text from the other fields
         pa.field(RECORD, pa.string()),  # the catalog row as JSON, only for refused items
     ]
 )
 
+# Output of the blend step: an item's key and its blended vector.
+BLENDED = pa.schema([RENDERED.field(CAT.item_id), RENDERED.field(E.text_hash), EMBEDDINGS.field(E.embedding)])
+
 
 def render_items(catalog, *, cfg: EmbedConfig):
-    """Catalog -> RENDERED: each item's text per the template and its hash, or why it has none."""
+    """Catalog -> RENDERED: each item's texts per the template and views with their hashes, or why it has none."""
     import pandas as pd
 
-    from jobs.embed.text import Reason, primary_field_missing, record_json, render_text, text_hash
+    from jobs.embed.text import Reason, item_key, primary_field_missing, record_json, render_views, text_hash
 
     columns = list(CATALOG.names)
 
@@ -47,13 +55,14 @@ def render_items(catalog, *, cfg: EmbedConfig):
         for pdf in frames:
             rows = []
             for item in pdf.to_dict("records"):
-                text = render_text(item, cfg)
-                if text:
+                texts = render_views(item, cfg)
+                if texts[0]:
                     rows.append(
                         (
                             item[CAT.item_id],
-                            text,
-                            text_hash(text),
+                            [t or None for t in texts],
+                            [text_hash(t) if t else None for t in texts],
+                            item_key(texts, cfg),
                             None,
                             primary_field_missing(item, cfg),
                             None,
@@ -63,6 +72,7 @@ def render_items(catalog, *, cfg: EmbedConfig):
                     rows.append(
                         (
                             item[CAT.item_id],
+                            None,
                             None,
                             None,
                             Reason.NO_TEXT.value,
@@ -94,13 +104,36 @@ def quarantine_rows(rendered):
     )
 
 
+def item_texts(usable):
+    """One row per (item, non-empty text): item_id, VIEW, text_hash (of that text), TEXT."""
+    from pyspark.sql import functions as F
+
+    pair = "_pair"
+    return (
+        usable.select(
+            CAT.item_id,
+            F.posexplode(F.arrays_zip(F.col(TEXTS).alias(TEXT), F.col(HASHES).alias(E.text_hash))).alias(
+                VIEW, pair
+            ),
+        )
+        .select(
+            CAT.item_id,
+            VIEW,
+            F.col(f"{pair}.{E.text_hash}").alias(E.text_hash),
+            F.col(f"{pair}.{TEXT}").alias(TEXT),
+        )
+        .filter(F.col(TEXT).isNotNull())
+    )
+
+
 def texts_to_embed(usable, cached, *, partitions: int):
     """Distinct (text_hash, text) not yet in the cache, spread over ``partitions`` by hash.
 
-    Identical texts (duplicate listings) are embedded once; hash partitioning keeps each partition's
-    content independent of read order, so batches, and therefore vectors, are reproducible.
+    Identical texts (duplicate listings, the category path many items share) are embedded once; hash
+    partitioning keeps each partition's content independent of read order, so batches, and therefore
+    vectors, are reproducible.
     """
-    texts = usable.select(E.text_hash, TEXT).dropDuplicates([E.text_hash])
+    texts = item_texts(usable).select(E.text_hash, TEXT).dropDuplicates([E.text_hash])
     if cached is not None:
         texts = texts.join(cached.select(E.text_hash), on=E.text_hash, how="left_anti")
     return texts.repartition(partitions, E.text_hash)
@@ -129,27 +162,35 @@ def encode_texts(texts, *, spec: EncoderSpec):
 
 
 def cache_usage(usable, cached):
-    """(items whose vector was cached, items that need a new one), in one pass."""
+    """(items all of whose texts' vectors were cached, items that need at least one new vector)."""
     from pyspark.sql import functions as F
 
     hit = "_cache_hit"
-    row = (
-        usable.join(cached.select(E.text_hash).withColumn(hit, F.lit(1)), on=E.text_hash, how="left")
-        .agg(F.count(F.lit(1)).alias("n"), F.coalesce(F.sum(hit), F.lit(0)).alias("hits"))
-        .first()
+    per_item = (
+        item_texts(usable)
+        .join(cached.select(E.text_hash).withColumn(hit, F.lit(1)), on=E.text_hash, how="left")
+        .groupBy(CAT.item_id)
+        .agg(F.min(F.coalesce(F.col(hit), F.lit(0))).alias(hit))
     )
+    row = per_item.agg(F.count(F.lit(1)).alias("n"), F.coalesce(F.sum(hit), F.lit(0)).alias("hits")).first()
     return int(row["hits"]), int(row["n"]) - int(row["hits"])
 
 
-def attach_embeddings(usable, cached, *, model_fingerprint: str, files: int = 0):
-    """Usable items joined with their vectors -> EMBEDDINGS rows, sorted by item_id.
+def attach_embeddings(usable, cached, *, model_fingerprint: str, weights: list[float], files: int = 0):
+    """Usable items with their texts' vectors blended (jobs.embed.text.blend_views) -> EMBEDDINGS rows.
 
-    Written as one file (``files=1``), a sort inside the single partition orders it without the
-    sampling job a global ``orderBy`` costs.
+    Sorted by item_id; written as one file (``files=1``), a sort inside the single partition orders
+    it without the sampling job a global ``orderBy`` costs.
     """
     from pyspark.sql import functions as F
 
-    joined = usable.join(cached, on=E.text_hash, how="left").select(
+    if len(weights) == 1:  # the main text alone: its vector as cached
+        vectors = usable.select(CAT.item_id, E.text_hash, F.col(HASHES)[0].alias(TEXT)).join(
+            cached.withColumnRenamed(E.text_hash, TEXT), on=TEXT, how="left"
+        )
+    else:
+        vectors = _blended(usable, cached, weights)
+    joined = vectors.select(
         F.col(CAT.item_id).alias(E.item_id),
         F.col(E.embedding),
         F.lit(SPACE).alias(E.space),
@@ -159,3 +200,34 @@ def attach_embeddings(usable, cached, *, model_fingerprint: str, files: int = 0)
     if files == 1:
         return joined.coalesce(1).sortWithinPartitions(E.item_id)
     return joined.orderBy(E.item_id)
+
+
+def _blended(usable, cached, weights: list[float]):
+    """(item_id, text_hash, embedding): each item's text vectors, gathered per item and blended."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from jobs.embed.text import blend_views
+
+    gathered = (
+        item_texts(usable)
+        .join(cached, on=E.text_hash, how="left")
+        .groupBy(CAT.item_id)
+        .agg(F.collect_list(F.struct(VIEW, E.embedding)).alias(VECTORS))
+        .join(usable.select(CAT.item_id, E.text_hash), on=CAT.item_id)
+    )
+
+    def blend_partition(frames):
+        for pdf in frames:
+            out = []
+            for parts in pdf[VECTORS]:
+                by_view = {int(p[VIEW]): p[E.embedding] for p in parts}
+                if any(v is None for v in by_view.values()):  # a text without a cached vector
+                    out.append(None)
+                    continue
+                out.append(blend_views([by_view.get(i) for i in range(len(weights))], weights))
+            yield pd.DataFrame(
+                {CAT.item_id: pdf[CAT.item_id], E.text_hash: pdf[E.text_hash], E.embedding: out}
+            )
+
+    return gathered.mapInPandas(blend_partition, schema=to_spark(BLENDED))

@@ -36,6 +36,21 @@ def test_nmi_is_one_for_aligned_zero_for_independent_and_known_in_between():
     assert 0.3 < expected < 0.4
 
 
+def test_category_information_ceiling_and_share_do_not_depend_on_code_count():
+    categories = ["a"] * 8 + ["b"] * 8
+    # 16 pure codes (one item each) and 2 pure codes: both carry all of the category's information,
+    # but the 16-code labeling's NMI is capped by its larger entropy.
+    many = M.labels_information(list(range(16)), categories)
+    few = M.labels_information([0] * 8 + [1] * 8, categories)
+    assert many["info_share"] == pytest.approx(1.0) and few["info_share"] == pytest.approx(1.0)
+    assert few["nmi"] == pytest.approx(1.0)
+    # H(code) = ln 16, H(category) = ln 2: ceiling 2 ln 2 / (ln 16 + ln 2) = 0.4
+    assert many["nmi"] == pytest.approx(0.4) and many["nmi_ceiling"] == pytest.approx(0.4)
+    # codes blind to the category: no information, ceiling unchanged
+    blind = M.labels_information([i % 4 for i in range(16)], categories)
+    assert blind["info_share"] == pytest.approx(0.0, abs=1e-12) and blind["nmi"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_bucket_metrics_from_a_histogram():
     # buckets of sizes 1, 1, 1, 2, 3 (8 items, 5 distinct keys)
     m = M.bucket_metrics({1: 3, 2: 1, 3: 1})

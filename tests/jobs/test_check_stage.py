@@ -120,6 +120,7 @@ def test_metrics_match_hand_computation(spark, tmp_path):
     assert m["gini_l1"] == pytest.approx(0.3125)
     assert m["identical_text_floor"] == pytest.approx(2 / 8)
     assert m["category_nmi_l1"] == pytest.approx(1.0)  # level 1 is the category
+    assert m["category_info_share_l1"] == pytest.approx(1.0) and m["category_nmi_ceiling_l1"] == pytest.approx(1.0)
     # k=2: A and B items find both group mates (1.0); C items have one mate (0.5): (6 + 1) / 8
     assert m["nn_preservation"] == pytest.approx(7 / 8)
     assert m["nn_queries"] == 8

@@ -22,7 +22,7 @@ from jobs.common.stage import Inputs, StageContext
 from jobs.embed.cache import TMP_PREFIX
 from jobs.embed.encoder import EncoderSpec, ModelNotFoundError, get_encoder, weights_fingerprint
 from jobs.embed.main import quarantine_path, run
-from jobs.embed.text import Reason, render_text, text_hash
+from jobs.embed.text import Reason, embed_items, item_key, render_views, text_hash
 from schemas.catalog import CATALOG
 from schemas.catalog import C as CAT
 from schemas.convert import to_spark
@@ -50,6 +50,7 @@ def load_items(path: Path, n: int) -> list[dict]:
     items[1].update(title="  ", description="", brand=None, category_path=None)
     items[2].update(title=None, description=None, brand=None)
     items[4].update({k: items[5][k] for k in ("title", "description", "brand", "category_path")})
+    items[3]["category_path"] = None  # the category view renders empty: the main text's vector alone
     return items
 
 
@@ -101,6 +102,16 @@ def runs(spark, sample_catalog, tmp_path_factory):
         started = time.perf_counter()
         result = run(ctx)
         out[name] = (ctx, result, read_output(ctx), time.perf_counter() - started)
+    # The main text alone (no views): every vector comes from the warm cache.
+    ctx = make_ctx(
+        spark,
+        base,
+        "text_only",
+        items,
+        cache="cache",
+        overrides={"embed": {**OVERRIDES["embed"], "views": []}},
+    )
+    out["text_only"] = (ctx, run(ctx), read_output(ctx), None)
     return out
 
 
@@ -131,7 +142,8 @@ def test_output_schema_order_and_vectors(runs):
 def test_text_hash_is_the_hash_of_the_rendered_text(runs):
     ctx, _, output, _ = runs["cold"]
     by_id = {item[CAT.item_id]: item for item in runs["items"]}
-    expected = [text_hash(render_text(by_id[i], ctx.config.embed)) for i in output[E.item_id]]
+    cfg = ctx.config.embed
+    expected = [item_key(render_views(by_id[i], cfg), cfg) for i in output[E.item_id]]
     assert output[E.text_hash].tolist() == expected
 
 
@@ -139,9 +151,26 @@ def test_spark_vectors_equal_the_plain_python_encoder(runs):
     ctx, _, output, _ = runs["cold"]
     cfg = ctx.config.embed
     by_id = {item[CAT.item_id]: item for item in runs["items"]}
-    texts = [render_text(by_id[i], cfg) for i in output[E.item_id]]
-    direct = get_encoder(EncoderSpec.from_config(cfg)).encode(texts)
+    items = [by_id[i] for i in output[E.item_id]]
+    direct = embed_items(items, cfg, get_encoder(EncoderSpec.from_config(cfg)).encode)
     np.testing.assert_allclose(np.stack(output[E.embedding].to_numpy()), direct, atol=1e-5, rtol=0)
+
+
+def test_views_blend_the_category_vector_and_can_be_turned_off(runs):
+    ctx, _, blended, _ = runs["cold"]
+    _, text_only, plain, _ = runs["text_only"]
+    cfg = ctx.config.embed
+    by_id = {item[CAT.item_id]: item for item in runs["items"]}
+    main_texts = [render_views(by_id[i], cfg)[0] for i in plain[E.item_id]]
+    direct = get_encoder(EncoderSpec.from_config(cfg)).encode(main_texts)
+    np.testing.assert_allclose(np.stack(plain[E.embedding].to_numpy()), direct, atol=1e-5, rtol=0)
+    assert plain[E.text_hash].tolist() == [text_hash(t) for t in main_texts]
+    assert text_only.metrics["cache_misses"] == 0
+    same = [np.array_equal(a, b) for a, b in zip(blended[E.embedding], plain[E.embedding])]
+    # only items without a category (no view text; item 3 among them) keep their main-text vector
+    no_view = [i for i in plain[E.item_id] if not render_views(by_id[i], cfg)[1]]
+    assert "3" in no_view and len(no_view) < len(plain) // 2
+    assert [i for i, s in zip(blended[E.item_id], same) if s] == no_view
 
 
 def test_missing_fields_fall_back_and_duplicates_share_a_vector(runs):
@@ -150,9 +179,11 @@ def test_missing_fields_fall_back_and_duplicates_share_a_vector(runs):
     assert {"0", "2"} <= set(vectors)  # no title / category only: still embedded
     assert result.metrics["text_fallbacks"] == 2
     np.testing.assert_array_equal(vectors["4"], vectors["5"])
-    # identical texts (item 4 and 5, plus any duplicate listings in the sample) are embedded once
-    texts = {render_text(item, ctx.config.embed) for item in runs["items"]} - {""}
-    assert result.metrics["texts_embedded"] == len(texts) < N_ITEMS - 1
+    # identical texts (item 4 and 5, duplicate listings, a category path many items share) are embedded once
+    usable = [item for item in runs["items"] if render_views(item, ctx.config.embed)[0]]
+    texts = {t for item in usable for t in render_views(item, ctx.config.embed)} - {""}
+    assert result.metrics["texts_embedded"] == len(texts)
+    assert len({render_views(item, ctx.config.embed)[0] for item in usable}) < N_ITEMS - 1
 
 
 def test_metrics_name_the_model_and_its_weights(runs):
