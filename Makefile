@@ -29,7 +29,7 @@ run: check-java
 	$(BIN)/sidpipe run --root out
 
 test: check-java
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: check-java
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -93,11 +93,14 @@ def cpu_section(spark, base: Path, n_items: int, overrides: dict, repeats: int) 
 
     from jobs.common.pipeline_config import PipelineConfig
     from jobs.embed.encoder import EncoderSpec, get_encoder
-    from jobs.embed.text import render_text
+    from jobs.embed.text import render_views
 
     cfg = PipelineConfig.load(overrides=overrides).embed
     items = load_items(n_items)
-    texts = [t for t in (render_text(item, cfg) for item in items) if t]
+    # What the stage has to embed: each item's main text, plus each distinct view text (the category
+    # paths many items share), the way a plain script would call the library.
+    views = [render_views(item, cfg) for item in items]
+    texts = [v[0] for v in views if v[0]] + sorted({t for v in views if v[0] for t in v[1:] if t})
     spec = EncoderSpec.from_config(cfg)
 
     bare_model = SentenceTransformer(spec.model_path, device="cpu", local_files_only=True)
@@ -122,21 +125,23 @@ def cpu_section(spark, base: Path, n_items: int, overrides: dict, repeats: int) 
     items_out = result.counts["items_out"]
     bare_s, fast_s, stage_s = min(bare_times), min(fast_times), min(stage_times)
     return {
-        "items": len(texts),
+        "items": items_out,
+        "texts": len(texts),
         "repeats": repeats,
         "torch_threads_driver": torch.get_num_threads(),
         "max_seq_length": cfg.max_seq_length,
         "bare_encode_seconds_all": bare_times,
         "fast_path_seconds_all": fast_times,
         "stage_seconds_all": stage_times,
-        "bare_encode_items_per_s": len(texts) / bare_s,
-        "fast_path_items_per_s": len(texts) / fast_s,
+        # items/s: catalog items whose vectors the call produced (bare and fast path encode ``texts``)
+        "bare_encode_items_per_s": items_out / bare_s,
+        "fast_path_items_per_s": items_out / fast_s,
         "fast_path_max_abs_diff_vs_bare": float(np.abs(fast - bare).max()),
         "stage_seconds": stage_s,
         "stage_items_per_s": items_out / stage_s,
         "stage_encode_items_per_s": result.metrics["encode_items_per_second"],
         "stage_step_seconds": result.metrics["step_seconds"],
-        "ratio_stage_over_bare": (items_out / stage_s) / (len(texts) / bare_s),
+        "ratio_stage_over_bare": bare_s / stage_s,
         "ratio_fast_path_over_bare": bare_s / fast_s,
         "target_ratio_stage_over_bare": 0.9,
     }

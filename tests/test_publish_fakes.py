@@ -80,6 +80,9 @@ def small_pipeline_overrides() -> dict:
     overrides: dict = {"spark": {"master": "local[2]", "shuffle_partitions": 2}}
     if {"codebook_size", "levels"} <= set(CodebookConfig.model_fields):
         overrides["codebook"] = {"codebook_size": 8, "levels": 3}
+    # 100 items need far fewer contrastive steps than a catalog (the fusion's value is tested in
+    # tests/jobs/test_fuse_stage.py at its default settings).
+    overrides["fuse"] = {"train_steps": 60}
     return overrides
 
 

@@ -47,5 +47,9 @@ class CheckConfig(StageConfig):
     require_sid_per_catalog_item: bool = True
     require_unit_norm: bool = True
     embedding_norm_tolerance: float = Field(default=1e-3, gt=0.0, lt=1.0)
+    # Views of at most this many rows are collected and validated by GE's pandas engine (the Spark
+    # engine's per-expectation jobs cost seconds even on tiny tables); larger ones stay in Spark.
+    # 0 = always Spark.
+    validate_locally_max_rows: int = Field(default=100_000, ge=0)
     # Examples of failing values kept per expectation in the validation JSON.
     partial_unexpected_count: int = Field(default=20, ge=0, le=1000)

@@ -60,13 +60,15 @@ def _validate(ctx: StageContext, stage: str, view, suite) -> tuple[dict[str, Any
         suite,
         partial_unexpected_count=ctx.config.check.partial_unexpected_count,
         out_dir=ctx.layout.checks / stage,
+        local_max_rows=ctx.config.check.validate_locally_max_rows,
     )
     log.info(
-        "gate %s: suite %s %s (%d expectations)",
+        "gate %s: suite %s %s (%d expectations, %s engine)",
         stage,
         suite.name,
         "passed" if outcome.success else "FAILED",
         outcome.evaluated,
+        outcome.engine,
     )
     return {suite.name: outcome.summary()}, ([outcome.describe_failures()] if not outcome.success else [])
 

@@ -16,7 +16,7 @@ from jobs.common.io import read_table, write_table
 from jobs.common.stage import StageContext, StageResult, stage_main
 from jobs.embed.cache import EmbeddingCache
 from jobs.embed.encoder import EncoderSpec
-from jobs.embed.text import view_weights
+from jobs.embed.text import vector_fingerprint, view_weights
 from jobs.embed.transform import (
     FALLBACK,
     REASON,
@@ -88,7 +88,7 @@ def run(ctx: StageContext) -> StageResult:
             output = attach_embeddings(
                 usable,
                 cached,
-                model_fingerprint=spec.fingerprint,
+                model_fingerprint=vector_fingerprint(spec.fingerprint, cfg),
                 weights=view_weights(cfg),
                 files=cfg.output_files,
             )
@@ -121,6 +121,7 @@ def run(ctx: StageContext) -> StageResult:
         "model_id": spec.model_id,
         "model_weights_fingerprint": spec.weights_fingerprint,
         "encoder_fingerprint": spec.fingerprint,
+        "vector_fingerprint": vector_fingerprint(spec.fingerprint, cfg),
         "device": spec.device,
         "precision": spec.precision,
         "max_seq_length": spec.max_seq_length,

@@ -89,6 +89,19 @@ def item_key(texts: Sequence[str], cfg: EmbedConfig) -> str:
     return text_hash(json.dumps([[w, t] for w, t in zip(view_weights(cfg), texts)], ensure_ascii=False))
 
 
+def vector_fingerprint(encoder_fingerprint: str, cfg: EmbedConfig) -> str:
+    """What the item vectors' ``model_fingerprint`` says: the encoder, plus the views blended in.
+
+    A codebook is tied to this value, so changing a view's template or weight is a new embedding space
+    (the frozen codebook is refused), while the per-text cache stays keyed by the encoder alone.
+    """
+    if not cfg.views:
+        return encoder_fingerprint
+    from jobs.common.config import hash_json
+
+    return f"{encoder_fingerprint}+views-{hash_json([view.to_dict() for view in cfg.views])[:8]}"
+
+
 def blend_views(vectors: Sequence[Any], weights: Sequence[float]):
     """normalise(sum(weight * vector)) over the texts that have a vector (None = view empty), float32.
 

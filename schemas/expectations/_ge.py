@@ -1,4 +1,4 @@
-"""Running a great-expectations 1.x suite on a Spark DataFrame, and reading its result.
+"""Running a great-expectations 1.x suite on a Spark DataFrame (small ones locally), and reading its result.
 
 One ephemeral GX context per process (creating data sources is cheap; contexts are not free). Each
 suite validates a *view* of a table: the table's own columns plus per-row derived columns (vector
@@ -21,6 +21,8 @@ from schemas._base import required_columns
 
 _CONTEXT = None
 _DATASOURCE = "sidpipe_spark"
+_LOCAL_DATASOURCE = "sidpipe_pandas"
+SPARK, PANDAS = "spark", "pandas"
 
 # Keys of GE's result JSON that change on every run (random ids, wall-clock load time); dropped so
 # that the same data gives byte-identical validation files.
@@ -95,10 +97,12 @@ class SuiteOutcome:
     failures: list[ExpectationFailure]
     result_json: dict[str, Any]
     path: Path | None = None
+    engine: str = SPARK
 
     def summary(self) -> dict[str, Any]:
         return {
             "success": self.success,
+            "engine": self.engine,
             "evaluated": self.evaluated,
             "failed": len(self.failures),
             "failures": [f.describe() for f in self.failures],
@@ -110,32 +114,34 @@ class SuiteOutcome:
 
 
 def validate_dataframe(
-    df, suite, *, partial_unexpected_count: int = 20, out_dir: Path | None = None
+    df, suite, *, partial_unexpected_count: int = 20, out_dir: Path | None = None, local_max_rows: int = 0
 ) -> SuiteOutcome:
-    """Validate a Spark DataFrame against ``suite`` with GE's Spark datasource.
+    """Validate a Spark DataFrame against ``suite`` with great-expectations.
 
-    The view is persisted for the duration (GE runs several Spark jobs over it) and released after.
-    When ``out_dir`` is given the result JSON is written there as ``<suite name>.json``.
+    A view of at most ``local_max_rows`` rows is collected once and validated by GE's pandas engine:
+    GE's Spark engine runs several Spark jobs per expectation, whose fixed cost dominates on small
+    tables (seconds per suite on a few hundred rows). Larger views (and ``local_max_rows=0``) are
+    validated where they are, by GE's Spark engine, as distributed aggregates. The view is persisted
+    for the duration and released after. When ``out_dir`` is given the result JSON is written there as
+    ``<suite name>.json``.
     """
     from pyspark import StorageLevel
 
-    context = gx_context()
-    try:
-        datasource = context.data_sources.get(_DATASOURCE)
-    except (KeyError, ValueError, LookupError):
-        datasource = context.data_sources.add_spark(_DATASOURCE)
-    try:
-        asset = datasource.get_asset(suite.name)
-    except (KeyError, ValueError, LookupError):
-        asset = datasource.add_dataframe_asset(suite.name)
-    try:
-        batch_definition = asset.get_batch_definition("whole")
-    except (KeyError, ValueError, LookupError):
-        batch_definition = asset.add_batch_definition_whole_dataframe("whole")
-
     view = df.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        batch = batch_definition.get_batch(batch_parameters={"dataframe": view})
+        local = view.limit(local_max_rows + 1).toArrow() if local_max_rows > 0 else None
+        if local is not None and local.num_rows <= local_max_rows:
+            engine, batch = (
+                PANDAS,
+                _batch_definition(_LOCAL_DATASOURCE, suite.name).get_batch(
+                    batch_parameters={"dataframe": local.to_pandas()}
+                ),
+            )
+        else:
+            engine, batch = (
+                SPARK,
+                _batch_definition(_DATASOURCE, suite.name).get_batch(batch_parameters={"dataframe": view}),
+            )
         result = batch.validate(
             suite,
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": partial_unexpected_count},
@@ -149,6 +155,7 @@ def validate_dataframe(
         evaluated=len(result_json.get("results", [])),
         failures=[_failure(r) for r in result_json.get("results", []) if not r.get("success")],
         result_json=result_json,
+        engine=engine,
     )
     if out_dir is not None:
         from jobs.common.io import atomic_write_text
@@ -156,6 +163,28 @@ def validate_dataframe(
         outcome.path = Path(out_dir) / f"{suite.name}.json"
         atomic_write_text(outcome.path, json.dumps(result_json, indent=2, sort_keys=True, default=str))
     return outcome
+
+
+def _batch_definition(datasource_name: str, asset_name: str):
+    """The whole-dataframe batch definition of ``asset_name`` in the named Spark or pandas datasource."""
+    context = gx_context()
+    try:
+        datasource = context.data_sources.get(datasource_name)
+    except (KeyError, ValueError, LookupError):
+        add = (
+            context.data_sources.add_spark
+            if datasource_name == _DATASOURCE
+            else context.data_sources.add_pandas
+        )
+        datasource = add(datasource_name)
+    try:
+        asset = datasource.get_asset(asset_name)
+    except (KeyError, ValueError, LookupError):
+        asset = datasource.add_dataframe_asset(asset_name)
+    try:
+        return asset.get_batch_definition("whole")
+    except (KeyError, ValueError, LookupError):
+        return asset.add_batch_definition_whole_dataframe("whole")
 
 
 def _num(value: Any) -> Any:

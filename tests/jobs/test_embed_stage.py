@@ -136,7 +136,10 @@ def test_output_schema_order_and_vectors(runs):
     assert vectors.shape == (N_ITEMS - 1, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert set(output[E.space]) == {"text"}
-    assert set(output[E.model_fingerprint]) == {result.metrics["encoder_fingerprint"]}
+    # the encoder plus the blended views: a codebook trained on these vectors is tied to both
+    fingerprint = result.metrics["vector_fingerprint"]
+    assert set(output[E.model_fingerprint]) == {fingerprint}
+    assert fingerprint.startswith(result.metrics["encoder_fingerprint"] + "+views-")
 
 
 def test_text_hash_is_the_hash_of_the_rendered_text(runs):
@@ -166,6 +169,7 @@ def test_views_blend_the_category_vector_and_can_be_turned_off(runs):
     np.testing.assert_allclose(np.stack(plain[E.embedding].to_numpy()), direct, atol=1e-5, rtol=0)
     assert plain[E.text_hash].tolist() == [text_hash(t) for t in main_texts]
     assert text_only.metrics["cache_misses"] == 0
+    assert set(plain[E.model_fingerprint]) == {text_only.metrics["encoder_fingerprint"]}
     same = [np.array_equal(a, b) for a, b in zip(blended[E.embedding], plain[E.embedding])]
     # only items without a category (no view text; item 3 among them) keep their main-text vector
     no_view = [i for i in plain[E.item_id] if not render_views(by_id[i], cfg)[1]]

@@ -1,5 +1,6 @@
-"""great-expectations suites (real GE 1.x on Spark DataFrames) through the stage gates:
-each passes on good data and fails, naming the expectation, on bad data."""
+"""great-expectations suites (real GE 1.x) through the stage gates, on both of GE's engines: small
+views collected to pandas (the default below ``check.validate_locally_max_rows``) and GE's Spark engine
+(forced with 0). Each passes on good data and fails, naming the expectation, on bad data."""
 
 from __future__ import annotations
 
@@ -16,18 +17,25 @@ from jobs.common.stage import GateFailed, Inputs, StageContext, StageResult
 from schemas.catalog import CATALOG
 from schemas.convert import to_spark
 from schemas.embeddings import EMBEDDINGS
+from schemas.expectations._ge import PANDAS, SPARK
 from schemas.interactions import INTERACTIONS
 from schemas.sft import SFT_RECORDS
 from schemas.sids import SIDS
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.parametrize("engine", [PANDAS, SPARK])]
 
 
-def make_ctx(spark, run_dir) -> StageContext:
+def make_ctx(spark, run_dir, engine) -> StageContext:
+    local_rows = 0 if engine == SPARK else 1000
     return StageContext(
         spark=spark,
         layout=RunLayout(run_dir),
-        config=PipelineConfig.load(overrides={"codebook": {"levels": 2, "codebook_size": 4}}),
+        config=PipelineConfig.load(
+            overrides={
+                "codebook": {"levels": 2, "codebook_size": 4},
+                "check": {"validate_locally_max_rows": local_rows},
+            }
+        ),
         inputs=Inputs("", ""),
         snapshot_id="test",
         cache_dir=run_dir.parent / "cache",
@@ -93,19 +101,20 @@ def failure_text(err) -> str:
     return str(err.value)
 
 
-def test_ingest_gate_passes_on_good_tables_and_keeps_results(spark, tmp_path):
-    ctx = make_ctx(spark, tmp_path / "run")
+def test_ingest_gate_passes_on_good_tables_and_keeps_results(spark, tmp_path, engine):
+    ctx = make_ctx(spark, tmp_path / "run", engine)
     write(spark, catalog_rows(), ctx.layout.catalog, CATALOG)
     write(spark, interaction_rows(), ctx.layout.interactions, INTERACTIONS)
     summary = gate_stage("ingest", ctx, StageResult())
     assert summary["catalog"]["success"] and summary["interactions"]["success"]
+    assert summary["catalog"]["engine"] == summary["interactions"]["engine"] == engine
     assert summary["catalog"]["evaluated"] >= len(CATALOG.names) + 3
     saved = json.loads((ctx.layout.checks / "ingest" / "catalog.json").read_text())
     assert saved["success"] is True and saved["statistics"]["unsuccessful_expectations"] == 0
 
 
-def test_ingest_gate_fails_on_duplicate_ids_missing_text_and_bad_log(spark, tmp_path):
-    ctx = make_ctx(spark, tmp_path / "run")
+def test_ingest_gate_fails_on_duplicate_ids_missing_text_and_bad_log(spark, tmp_path, engine):
+    ctx = make_ctx(spark, tmp_path / "run", engine)
     catalog = catalog_rows()
     catalog[1]["item_id"] = "0"  # duplicate id
     catalog[2].update(title="  ", description=None)  # no text
@@ -129,8 +138,8 @@ def unit(v):
     return [x / n for x in v]
 
 
-def test_embedding_gate_passes_on_unit_vectors_and_fails_on_nan_dimension_and_norm(spark, tmp_path):
-    ctx = make_ctx(spark, tmp_path / "run")
+def test_embedding_gate_passes_on_unit_vectors_and_fails_on_nan_dimension_and_norm(spark, tmp_path, engine):
+    ctx = make_ctx(spark, tmp_path / "run", engine)
     good = [{"item_id": str(i), "embedding": unit([1.0, i, 2.0]), "space": "text"} for i in range(4)]
     write(spark, good, ctx.layout.text_embeddings, EMBEDDINGS)
     assert gate_stage("embed", ctx, StageResult())["text_embeddings"]["success"]
@@ -151,8 +160,8 @@ def test_embedding_gate_passes_on_unit_vectors_and_fails_on_nan_dimension_and_no
     assert "on _norm; expected max_value=1.001, min_value=0.999" in text
 
 
-def test_sid_gate_passes_and_fails_on_out_of_range_codes_and_shared_sids(spark, tmp_path):
-    ctx = make_ctx(spark, tmp_path / "run")
+def test_sid_gate_passes_and_fails_on_out_of_range_codes_and_shared_sids(spark, tmp_path, engine):
+    ctx = make_ctx(spark, tmp_path / "run", engine)
     write(spark, catalog_rows(), ctx.layout.catalog, CATALOG)
     write(spark, sid_rows(), ctx.layout.sids, SIDS)
     assert gate_stage("sids", ctx, StageResult())["sids"]["success"]
@@ -169,8 +178,8 @@ def test_sid_gate_passes_and_fails_on_out_of_range_codes_and_shared_sids(spark, 
     assert "expect_column_values_to_be_unique on sid_tokens" in text
 
 
-def test_sft_gate_passes_and_fails_on_empty_answer_unknown_sid_and_leak(spark, tmp_path):
-    ctx = make_ctx(spark, tmp_path / "run")
+def test_sft_gate_passes_and_fails_on_empty_answer_unknown_sid_and_leak(spark, tmp_path, engine):
+    ctx = make_ctx(spark, tmp_path / "run", engine)
     write(spark, sid_rows(), ctx.layout.sids, SIDS)
     good = [
         sft_row(
@@ -210,5 +219,5 @@ def test_sft_gate_passes_and_fails_on_empty_answer_unknown_sid_and_leak(spark, t
     assert "on _leaked_test_targets; expected max_value=0, min_value=0; 1 unexpected rows" in text
 
 
-def test_stages_without_a_suite_return_nothing(spark, tmp_path):
-    assert gate_stage("codebook", make_ctx(spark, tmp_path / "run"), StageResult()) == {}
+def test_stages_without_a_suite_return_nothing(spark, tmp_path, engine):
+    assert gate_stage("codebook", make_ctx(spark, tmp_path / "run", engine), StageResult()) == {}
