@@ -129,12 +129,13 @@ def validate_dataframe(
 
     view = df.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        local = view.limit(local_max_rows + 1).toArrow() if local_max_rows > 0 else None
-        if local is not None and local.num_rows <= local_max_rows:
+        # Counted first: collecting a large view's first rows only to discard them would move up to
+        # local_max_rows wide rows to the driver for nothing.
+        if local_max_rows > 0 and view.limit(local_max_rows + 1).count() <= local_max_rows:
             engine, batch = (
                 PANDAS,
                 _batch_definition(_LOCAL_DATASOURCE, suite.name).get_batch(
-                    batch_parameters={"dataframe": local.to_pandas()}
+                    batch_parameters={"dataframe": view.toArrow().to_pandas()}
                 ),
             )
         else:
