@@ -28,8 +28,12 @@ check-java: $(STAMP)
 run: check-java
 	$(BIN)/sidpipe run --root out
 
+# Two pytest workers (pytest-xdist), a test file per worker at a time so module fixtures run once:
+# most of the suite waits on JVM starts and subprocesses, so two cores overlap well.
+TEST_WORKERS ?= 2
+
 test: check-java
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 bench: check-java
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
