@@ -29,6 +29,23 @@ def write_table(df, path: Path | str, schema: pa.Schema, *, partition_by: list[s
         canonicalize_part_files(Path(path))
 
 
+def write_empty_table(spark, path: Path | str, schema: pa.Schema) -> None:
+    """The table :func:`write_table` writes for no rows; on a local path without a Spark job (a stage
+    that already counted its rows, e.g. an empty quarantine, skips a job's fixed cost)."""
+    if "://" in str(path):
+        write_table(spark.createDataFrame([], to_spark(schema)), path, schema, num_files=1)
+        return
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    pq.write_table(schema.empty_table(), path / "part-00000.snappy.parquet", compression="snappy")
+
+
 def canonicalize_part_files(path: Path) -> None:
     """Give Spark's part files stable names (no job UUID) and drop its _SUCCESS/.crc side files,
     so that the same data written twice is the same bytes under the same names."""

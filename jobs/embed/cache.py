@@ -20,6 +20,8 @@ from schemas.convert import to_spark
 from schemas.embeddings import EMBEDDING_CACHE, C
 
 TMP_PREFIX = "_tmp-"
+# Column :meth:`EmbeddingCache.read` adds: the name of the entry file a row was read from.
+SOURCE = "cache_file"
 # A temp folder older than this belongs to a run that died (a live run moves its files within seconds
 # of writing them): safe to delete.
 STALE_TMP_SECONDS = 6 * 3600
@@ -33,10 +35,12 @@ class EmbeddingCache:
         return sorted(self.dir.glob("*.parquet")) if self.dir.is_dir() else []
 
     def read(self, spark):
-        """All cached (text_hash, embedding), one row per text_hash; None when the cache is empty.
+        """Every cached row: (text_hash, embedding, SOURCE), or None when the cache is empty.
 
-        Two runs racing on the same texts can both add a vector for one hash; the one in the file
-        whose name sorts first wins, so the choice does not depend on listing order.
+        Not deduplicated (that would shuffle the whole cache on every read): two runs racing on the
+        same texts can both add a vector for one hash, and a consumer that needs one vector per hash
+        keeps the row whose SOURCE sorts first (:func:`first_per_hash`), so the choice never depends
+        on listing order.
         """
         from pyspark.sql import functions as F
 
@@ -44,12 +48,8 @@ class EmbeddingCache:
         if not files:
             return None
         df = spark.read.schema(to_spark(EMBEDDING_CACHE)).parquet(*[str(f) for f in files])
-        source = "_source_file"
-        return (
-            df.withColumn(source, F.input_file_name())
-            .groupBy(C.text_hash)
-            .agg(F.min_by(C.embedding, F.col(source)).alias(C.embedding))
-        )
+        # Entry files are content-named in one folder: the base name identifies one.
+        return df.withColumn(SOURCE, F.element_at(F.split(F.input_file_name(), "/"), -1))
 
     def add(self, df) -> list[Path]:
         """Write new entries (EMBEDDING_CACHE rows) and publish them as content-named files."""
@@ -83,3 +83,12 @@ class EmbeddingCache:
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def first_per_hash(cached):
+    """One (text_hash, embedding, SOURCE) per hash: the row of the file whose name sorts first."""
+    from pyspark.sql import functions as F
+
+    return cached.groupBy(C.text_hash).agg(
+        F.min_by(C.embedding, F.col(SOURCE)).alias(C.embedding), F.min(SOURCE).alias(SOURCE)
+    )

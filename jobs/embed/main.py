@@ -12,17 +12,17 @@ import logging
 import sys
 import time
 
-from jobs.common.io import read_table, write_table
+from jobs.common.io import read_table, write_empty_table, write_table
 from jobs.common.stage import StageContext, StageResult, stage_main
-from jobs.embed.cache import EmbeddingCache
+from jobs.embed.cache import SOURCE, EmbeddingCache
 from jobs.embed.encoder import EncoderSpec
 from jobs.embed.text import vector_fingerprint, view_weights
 from jobs.embed.transform import (
     FALLBACK,
+    FRESH,
     REASON,
     STAGE,
     attach_embeddings,
-    cache_usage,
     encode_texts,
     quarantine_rows,
     render_items,
@@ -63,26 +63,21 @@ def run(ctx: StageContext) -> StageResult:
                 F.count(F.when(F.col(FALLBACK), 1)).alias("fallbacks"),
             ).first()
         with steps("quarantine"):
-            write_table(quarantine_rows(rendered), quarantine_path(ctx), QUARANTINE, num_files=1)
+            if summary["refused"]:
+                write_table(quarantine_rows(rendered), quarantine_path(ctx), QUARANTINE, num_files=1)
+            else:
+                write_empty_table(spark, quarantine_path(ctx), QUARANTINE)
 
         usable = usable_items(rendered)
         cache = EmbeddingCache(ctx.cache_dir / "embeddings", spec.fingerprint)
-        with steps("cache_lookup"):
-            cached = cache.read(spark)
-            usable_count = int(summary["items"]) - int(summary["refused"])
-            hits, misses = cache_usage(usable, cached) if cached is not None else (0, usable_count)
-
-        texts_embedded = 0
-        if misses:
-            partitions = cfg.partitions or spark.sparkContext.defaultParallelism
-            with steps("encode"):
-                added = cache.add(
-                    encode_texts(texts_to_embed(usable, cached, partitions=partitions), spec=spec)
-                )
-            texts_embedded = _row_count(added)
-            cached = cache.read(spark)
+        partitions = cfg.partitions or spark.sparkContext.defaultParallelism
+        with steps("encode"):
+            # Texts not cached yet, each once; cache hits and misses are counted while writing below.
+            added = cache.add(encode_texts(texts_to_embed(usable, cache.read(spark), partitions=partitions), spec=spec))
+        texts_embedded = _row_count(added)
+        cached = cache.read(spark)
         if cached is None:  # nothing usable and nothing cached yet
-            cached = spark.createDataFrame([], to_spark(EMBEDDING_CACHE))
+            cached = spark.createDataFrame([], to_spark(EMBEDDING_CACHE)).withColumn(SOURCE, F.lit(None).cast("string"))
 
         with steps("write"):
             output = attach_embeddings(
@@ -90,14 +85,16 @@ def run(ctx: StageContext) -> StageResult:
                 cached,
                 model_fingerprint=vector_fingerprint(spec.fingerprint, cfg),
                 weights=view_weights(cfg),
+                fresh_files={f.name for f in added},
                 files=cfg.output_files,
             )
-            # Counted while writing (no second pass): rows out, and rows that found no vector.
+            # Counted while writing (no second pass): rows out, rows that found no vector, misses.
             check = Observation("embed_output")
             output = output.observe(
                 check,
                 F.count(F.lit(1)).alias("rows"),
                 F.count(E.embedding).alias("with_vector"),
+                F.count(F.when(F.col(FRESH), 1)).alias("misses"),
                 F.min(F.size(E.embedding)).alias("min_dim"),
                 F.max(F.size(E.embedding)).alias("max_dim"),
             )
@@ -107,7 +104,8 @@ def run(ctx: StageContext) -> StageResult:
         rendered.unpersist()
 
     items_in, refused = int(summary["items"]), int(summary["refused"])
-    items_out = int(written["rows"])
+    items_out, misses = int(written["rows"]), int(written["misses"])
+    hits = items_out - misses
     if items_in != items_out + refused:
         raise RuntimeError(f"embed lost rows: {items_in} in, {items_out} out, {refused} quarantined")
     if written["with_vector"] != items_out or written["min_dim"] != written["max_dim"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from jobs.embed.cache import SOURCE, first_per_hash
 from jobs.embed.config import EmbedConfig
 from jobs.embed.encoder import EncoderSpec
 from schemas.catalog import CATALOG
@@ -26,6 +27,8 @@ VECTORS = "vectors"
 REASON = "reason"
 FALLBACK = "text_fallback"
 RECORD = "record"
+ITEM_KEY = "item_key"  # the item's text_hash while per-text hashes are in play
+FRESH = "fresh"  # the item needed a vector this run embedded: a cache miss
 
 RENDERED = pa.schema(
     [
@@ -39,8 +42,10 @@ RENDERED = pa.schema(
     ]
 )
 
-# Output of the blend step: an item's key and its blended vector.
-BLENDED = pa.schema([RENDERED.field(CAT.item_id), RENDERED.field(E.text_hash), EMBEDDINGS.field(E.embedding)])
+# Output of the blend step: an item's key, its blended vector, and whether this run embedded a text of it.
+BLENDED = pa.schema(
+    [RENDERED.field(CAT.item_id), RENDERED.field(E.text_hash), EMBEDDINGS.field(E.embedding), pa.field(FRESH, pa.bool_())]
+)
 
 
 def render_items(catalog, *, cfg: EmbedConfig):
@@ -104,20 +109,23 @@ def quarantine_rows(rendered):
     )
 
 
-def item_texts(usable):
-    """One row per (item, non-empty text): item_id, VIEW, text_hash (of that text), TEXT."""
+def item_texts(usable, *keep: str):
+    """One row per (item, non-empty text): item_id, the item's columns ``keep``, VIEW, text_hash (of
+    that text), TEXT."""
     from pyspark.sql import functions as F
 
     pair = "_pair"
     return (
         usable.select(
             CAT.item_id,
+            *keep,
             F.posexplode(F.arrays_zip(F.col(TEXTS).alias(TEXT), F.col(HASHES).alias(E.text_hash))).alias(
                 VIEW, pair
             ),
         )
         .select(
             CAT.item_id,
+            *keep,
             VIEW,
             F.col(f"{pair}.{E.text_hash}").alias(E.text_hash),
             F.col(f"{pair}.{TEXT}").alias(TEXT),
@@ -161,73 +169,68 @@ def encode_texts(texts, *, spec: EncoderSpec):
     return texts.mapInPandas(encode_partition, schema=to_spark(EMBEDDING_CACHE))
 
 
-def cache_usage(usable, cached):
-    """(items all of whose texts' vectors were cached, items that need at least one new vector)."""
-    from pyspark.sql import functions as F
+def attach_embeddings(usable, cached, *, model_fingerprint: str, weights: list[float], fresh_files, files: int = 0):
+    """Usable items with their texts' vectors blended (jobs.embed.text.blend_views) -> EMBEDDINGS rows
+    plus FRESH: whether a vector of the item came from a cache file of ``fresh_files`` (added by this
+    run), which is how the run counts its cache hits and misses while writing.
 
-    hit = "_cache_hit"
-    per_item = (
-        item_texts(usable)
-        .join(cached.select(E.text_hash).withColumn(hit, F.lit(1)), on=E.text_hash, how="left")
-        .groupBy(CAT.item_id)
-        .agg(F.min(F.coalesce(F.col(hit), F.lit(0))).alias(hit))
-    )
-    row = per_item.agg(F.count(F.lit(1)).alias("n"), F.coalesce(F.sum(hit), F.lit(0)).alias("hits")).first()
-    return int(row["hits"]), int(row["n"]) - int(row["hits"])
-
-
-def attach_embeddings(usable, cached, *, model_fingerprint: str, weights: list[float], files: int = 0):
-    """Usable items with their texts' vectors blended (jobs.embed.text.blend_views) -> EMBEDDINGS rows.
-
-    Sorted by item_id; written as one file (``files=1``), a sort inside the single partition orders
-    it without the sampling job a global ``orderBy`` costs.
+    ``cached`` is :meth:`EmbeddingCache.read`'s rows. Sorted by item_id; written as one file
+    (``files=1``), a sort inside the single partition orders it without the sampling job a global
+    ``orderBy`` costs.
     """
     from pyspark.sql import functions as F
 
     if len(weights) == 1:  # the main text alone: its vector as cached
-        vectors = usable.select(CAT.item_id, E.text_hash, F.col(HASHES)[0].alias(TEXT)).join(
-            cached.withColumnRenamed(E.text_hash, TEXT), on=TEXT, how="left"
+        vectors = (
+            usable.select(CAT.item_id, E.text_hash, F.col(HASHES)[0].alias(TEXT))
+            .join(first_per_hash(cached).withColumnRenamed(E.text_hash, TEXT), on=TEXT, how="left")
+            .withColumn(FRESH, F.col(SOURCE).isin(sorted(fresh_files)))
         )
     else:
-        vectors = _blended(usable, cached, weights)
+        vectors = _blended(usable, cached, weights, fresh_files)
     joined = vectors.select(
         F.col(CAT.item_id).alias(E.item_id),
         F.col(E.embedding),
         F.lit(SPACE).alias(E.space),
         F.col(E.text_hash),
         F.lit(model_fingerprint).alias(E.model_fingerprint),
+        F.coalesce(F.col(FRESH), F.lit(False)).alias(FRESH),
     )
     if files == 1:
         return joined.coalesce(1).sortWithinPartitions(E.item_id)
     return joined.orderBy(E.item_id)
 
 
-def _blended(usable, cached, weights: list[float]):
-    """(item_id, text_hash, embedding): each item's text vectors, gathered per item and blended."""
+def _blended(usable, cached, weights: list[float], fresh_files):
+    """(item_id, text_hash, embedding, FRESH): each item's text vectors, gathered per item and blended."""
     import pandas as pd
     from pyspark.sql import functions as F
 
     from jobs.embed.text import blend_views
 
+    fresh_files = frozenset(fresh_files)
     gathered = (
-        item_texts(usable)
+        item_texts(usable.withColumnRenamed(E.text_hash, ITEM_KEY), ITEM_KEY)
         .join(cached, on=E.text_hash, how="left")
-        .groupBy(CAT.item_id)
-        .agg(F.collect_list(F.struct(VIEW, E.embedding)).alias(VECTORS))
-        .join(usable.select(CAT.item_id, E.text_hash), on=CAT.item_id)
+        .groupBy(CAT.item_id, ITEM_KEY)
+        .agg(F.collect_list(F.struct(VIEW, E.embedding, SOURCE)).alias(VECTORS))
     )
 
     def blend_partition(frames):
         for pdf in frames:
-            out = []
+            vectors, fresh = [], []
             for parts in pdf[VECTORS]:
-                by_view = {int(p[VIEW]): p[E.embedding] for p in parts}
-                if any(v is None for v in by_view.values()):  # a text without a cached vector
-                    out.append(None)
-                    continue
-                out.append(blend_views([by_view.get(i) for i in range(len(weights))], weights))
+                # A hash cached twice (racing runs) has two rows: the one from the first-sorting file wins.
+                chosen: dict[int, tuple] = {}
+                for p in sorted(parts, key=lambda p: (p[SOURCE] is None, p[SOURCE] or "")):
+                    chosen.setdefault(int(p[VIEW]), (p[SOURCE], p[E.embedding]))
+                if any(vector is None for _, vector in chosen.values()):  # a text without a cached vector
+                    vectors.append(None)
+                else:
+                    vectors.append(blend_views([chosen[i][1] if i in chosen else None for i in range(len(weights))], weights))
+                fresh.append(any(source in fresh_files for source, _ in chosen.values()))
             yield pd.DataFrame(
-                {CAT.item_id: pdf[CAT.item_id], E.text_hash: pdf[E.text_hash], E.embedding: out}
+                {CAT.item_id: pdf[CAT.item_id], E.text_hash: pdf[ITEM_KEY], E.embedding: vectors, FRESH: fresh}
             )
 
     return gathered.mapInPandas(blend_partition, schema=to_spark(BLENDED))

@@ -254,3 +254,38 @@ def test_missing_model_fails_before_any_spark_work(spark, runs):
         run(ctx)
     assert not ctx.layout.text_embeddings.exists()
     assert not quarantine_path(ctx).exists()
+
+
+def test_a_text_cached_twice_keeps_one_vector_per_item_from_the_first_sorting_file(spark, runs):
+    """Two runs racing on the same texts can both add a vector for one hash: each item still gets one
+    row, and the vector of the entry file whose name sorts first, whatever the listing order."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas.embeddings import EMBEDDING_CACHE
+
+    base = runs["base"]
+    shutil.copytree(base / "cache2", base / "cache_raced")
+    encoder_dir = next((base / "cache_raced" / "embeddings").glob("encoder=*"))
+    item = runs["items"][10]
+    raced_hash = text_hash(render_views(item, PipelineConfig.load(overrides=OVERRIDES).embed)[0])
+    other = np.zeros(runs["cold"][2][E.embedding].iloc[0].shape, dtype=np.float32)
+    other[0] = 1.0
+    entry = pa.table({E.text_hash: [raced_hash], E.embedding: [other]}, schema=EMBEDDING_CACHE)
+    pq.write_table(entry, encoder_dir / f"{'0' * 16}.parquet")
+
+    text_only = {"embed": {**OVERRIDES["embed"], "views": []}}
+    for name, overrides in (("raced_text_only", text_only), ("raced_views", OVERRIDES)):
+        ctx = make_ctx(spark, base, name, runs["items"], cache="cache_raced", overrides=overrides)
+        result = run(ctx)
+        output = read_output(ctx).set_index(E.item_id)
+        assert output.index.is_unique and len(output) == N_ITEMS - 1
+        assert (result.metrics["cache_hits"], result.metrics["cache_misses"]) == (N_ITEMS - 1, 0)
+        cold = runs["cold"][2].set_index(E.item_id)
+        differs = [i for i in output.index if not np.array_equal(output.at[i, E.embedding], cold.at[i, E.embedding])]
+        if name == "raced_text_only":
+            np.testing.assert_array_equal(output.at[item[CAT.item_id], E.embedding], other)
+        else:
+            assert differs == [item[CAT.item_id]]
