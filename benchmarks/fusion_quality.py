@@ -75,11 +75,15 @@ def sid_category_coherence(vectors: np.ndarray, catalog: pd.DataFrame, config) -
     from tokenizer.train import fit
 
     cb = fit(vectors, config.seed, method=config.codebook.method, **config.codebook.fit_settings())
-    level1 = cb.encode(vectors)[:, 0]
+    codes = cb.encode(vectors)
+    level1 = codes[:, 0]
+    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    raw_collisions = float((counts[inverse.ravel()] > 1).mean())  # items sharing their SID with another
     paths = catalog[K.category_path].tolist()
     keep = [i for i, p in enumerate(paths) if isinstance(p, list | np.ndarray) and len(p) > 1]
     info = labels_information(level1[keep].tolist(), [paths[i][1] for i in keep])
-    return {"nmi_level1": round(info["nmi"], 4), "category_info_share_level1": round(info["info_share"], 4)}
+    return {"nmi_level1": round(info["nmi"], 4), "category_info_share_level1": round(info["info_share"], 4),
+            "raw_sid_collision_rate": round(raw_collisions, 5)}
 
 
 def write_inputs(spark, layout: RunLayout, catalog: pd.DataFrame, inter: pd.DataFrame, text: np.ndarray) -> None:
@@ -159,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for name, m in sids.items():
         print(f"SID level 1 on the {name} space ({config.codebook.method} {config.codebook.levels}x{config.codebook.codebook_size}): "
-              f"NMI with category {m['nmi_level1']:.3f}, category info {m['category_info_share_level1']:.1%}")
+              f"NMI with category {m['nmi_level1']:.3f}, category info {m['category_info_share_level1']:.1%}, "
+              f"raw SID collisions {m['raw_sid_collision_rate']:.2%}")
 
     payload = {
         "benchmark": "fusion_quality",
