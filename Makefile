@@ -28,8 +28,8 @@ check-java: $(STAMP)
 run: check-java
 	$(BIN)/sidpipe run --root out
 
-# Two pytest workers (pytest-xdist), a test file per worker at a time so module fixtures run once:
-# most of the suite waits on JVM starts and subprocesses, so two cores overlap well.
+# Two pytest workers (pytest-xdist), a test file per worker at a time so module fixtures run once.
+# On a 2-core machine this matches a serial run (about 19 min: the suite is CPU-bound); more cores help.
 TEST_WORKERS ?= 2
 
 test: check-java
