@@ -63,9 +63,9 @@ class EmbedConfig(StageConfig):
     # `separator`; long text is cut by the tokenizer at `max_seq_length`, never by characters.
     template: tuple[str, ...] = ("{title}", "Brand: {brand}", "Category: {category_path}", "{description}")
     separator: str = "\n"
-    # Extra texts blended into the item vector (see EmbedView). The default category-path view
-    # (weight 1) raises the NMI of SID level 1 with the category on the sample from 0.56 to 0.63
-    # at the same collision rate (benchmarks/sid_quality.py); () = the main text alone.
+    # Extra texts blended into the item vector (see EmbedView); () = the main text alone. A category-path
+    # view at weight 1 raises the NMI of SID level 1 with the category on the sample from 0.55 to 0.64
+    # at the same collision rate (benchmarks/sid_quality.py, text space).
     # Weight 1.5 (benchmarks/fusion_quality.py on the sample): the default fused space's SID level 1 goes
     # from NMI 0.621 to 0.634 with the category (93.4% -> 95.3% of its information), above the published
     # rkmeans_zcr SIDs (0.626), at 3.5% less held-out co-interaction recall; 0 raw collisions either way.
