@@ -35,7 +35,7 @@ class EmbeddingCache:
         return sorted(self.dir.glob("*.parquet")) if self.dir.is_dir() else []
 
     def read(self, spark):
-        """Every cached row: (text_hash, embedding, SOURCE), or None when the cache is empty.
+        """Every cached row: (text_hash, embedding, SOURCE); no rows when the cache is empty.
 
         Not deduplicated (that would shuffle the whole cache on every read): two runs racing on the
         same texts can both add a vector for one hash, and a consumer that needs one vector per hash
@@ -46,7 +46,7 @@ class EmbeddingCache:
 
         files = self.files()
         if not files:
-            return None
+            return spark.createDataFrame([], to_spark(EMBEDDING_CACHE)).withColumn(SOURCE, F.lit(None).cast("string"))
         df = spark.read.schema(to_spark(EMBEDDING_CACHE)).parquet(*[str(f) for f in files])
         # Entry files are content-named in one folder: the base name identifies one.
         return df.withColumn(SOURCE, F.element_at(F.split(F.input_file_name(), "/"), -1))

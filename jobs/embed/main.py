@@ -14,7 +14,7 @@ import time
 
 from jobs.common.io import read_table, write_empty_table, write_table
 from jobs.common.stage import StageContext, StageResult, stage_main
-from jobs.embed.cache import SOURCE, EmbeddingCache
+from jobs.embed.cache import EmbeddingCache
 from jobs.embed.encoder import EncoderSpec
 from jobs.embed.text import vector_fingerprint, view_weights
 from jobs.embed.transform import (
@@ -30,8 +30,7 @@ from jobs.embed.transform import (
     usable_items,
 )
 from schemas.catalog import CATALOG
-from schemas.convert import to_spark
-from schemas.embeddings import EMBEDDING_CACHE, EMBEDDINGS
+from schemas.embeddings import EMBEDDINGS
 from schemas.embeddings import C as E
 from schemas.quarantine import QUARANTINE
 
@@ -76,8 +75,6 @@ def run(ctx: StageContext) -> StageResult:
             added = cache.add(encode_texts(texts_to_embed(usable, cache.read(spark), partitions=partitions), spec=spec))
         texts_embedded = _row_count(added)
         cached = cache.read(spark)
-        if cached is None:  # nothing usable and nothing cached yet
-            cached = spark.createDataFrame([], to_spark(EMBEDDING_CACHE)).withColumn(SOURCE, F.lit(None).cast("string"))
 
         with steps("write"):
             output = attach_embeddings(

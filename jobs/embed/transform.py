@@ -142,8 +142,7 @@ def texts_to_embed(usable, cached, *, partitions: int):
     vectors, are reproducible.
     """
     texts = item_texts(usable).select(E.text_hash, TEXT).dropDuplicates([E.text_hash])
-    if cached is not None:
-        texts = texts.join(cached.select(E.text_hash), on=E.text_hash, how="left_anti")
+    texts = texts.join(cached.select(E.text_hash), on=E.text_hash, how="left_anti")
     return texts.repartition(partitions, E.text_hash)
 
 
