@@ -2,10 +2,12 @@
 
 Training: every level is initialised by k-means on the latent residuals of a sample; the loss is
 reconstruction + codebook + beta * commitment (straight-through estimator); codes unused during an
-epoch are restarted on the latent residuals that are worst served (dead-code restart); with
-``balanced`` the per-code capacity prices of :mod:`tokenizer.kmeans` are refreshed every epoch and
-frozen into the codebook, so codes are used evenly. Deterministic for a seed on a given device.
-The trained model is exported as a plain-numpy :class:`~tokenizer.codebook.Codebook`.
+epoch are restarted on the latent residuals that are worst served (dead-code restart). With
+``balanced``, every batch is assigned to codes by Sinkhorn (the argmax of an entropic transport plan
+with equal mass per code), so no level collapses onto a few codes while the encoder moves; the exact
+per-code capacity prices of :mod:`tokenizer.kmeans` are computed once on the trained latents and
+frozen into the codebook, so encoding stays a per-item rule. Deterministic for a seed on a given
+device. The trained model is exported as a plain-numpy :class:`~tokenizer.codebook.Codebook`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class RQVAESettings:
     capacity_slack: float = 1.0
     dead_code_restart: bool = True
     prefix_balance: str = "last"  # per-prefix capacity prices at export (see tokenizer.rq_kmeans)
+    sinkhorn_epsilon: float = 0.01  # entropy of the batch assignment, on distances scaled to [-1, 1]
+    sinkhorn_iters: int = 30
     device: str = "cpu"
 
 
@@ -48,14 +52,35 @@ def _mlp(sizes: list[int]):
     return nn.Sequential(*layers)
 
 
-class ResidualVQ:
-    """L codebooks with straight-through residual quantization; prices bias the nearest-code rule."""
+def sinkhorn_codes(dist, *, epsilon: float, iters: int):
+    """Balanced codes for a batch: row-wise argmax of the entropic transport plan between the rows
+    (mass 1 each) and the codes (equal mass each). Distances are scaled to [0, 2] per row first, so
+    ``epsilon`` does not depend on the latent scale, which grows during training. Float64 scaling
+    vectors (two matrix-vector products per iteration) instead of log-domain updates: the kernel's
+    range, exp(-2 / epsilon), stays far inside float64."""
+    import torch
 
-    def __init__(self, *, centroids, prices):
+    d = dist.double()
+    lo, hi = d.min(), d.max()
+    kernel = torch.exp(-(d - d.min(1, keepdim=True).values) / ((hi - lo) / 2 + 1e-12) / epsilon)
+    rows, codes = d.shape
+    per_code = torch.full((codes,), rows / codes, dtype=d.dtype, device=d.device)
+    v = torch.ones(codes, dtype=d.dtype, device=d.device)
+    for _ in range(iters):
+        u = 1.0 / (kernel @ v)
+        v = per_code / (kernel.T @ u)
+    return (kernel * v[None, :]).argmax(1)
+
+
+class ResidualVQ:
+    """L codebooks with straight-through residual quantization: nearest code, or Sinkhorn-balanced
+    codes per batch (``balance``) during training."""
+
+    def __init__(self, *, centroids, balance=None):
         import torch
 
         self.codebooks = [torch.nn.Parameter(c) for c in centroids]
-        self.prices = prices  # list of (K,) tensors, not trained by gradient
+        self.balance = balance
 
     def __call__(self, z):
         import torch
@@ -63,9 +88,9 @@ class ResidualVQ:
         residual = z
         quantized = torch.zeros_like(z)
         codes, cb_loss, commit_loss = [], z.new_zeros(()), z.new_zeros(())
-        for level, cb in enumerate(self.codebooks):
-            dist = torch.cdist(residual.detach(), cb.detach()) ** 2 + self.prices[level][None, :]
-            idx = dist.argmin(1)
+        for cb in self.codebooks:
+            dist = torch.cdist(residual.detach(), cb.detach()) ** 2
+            idx = self.balance(dist) if self.balance is not None else dist.argmin(1)
             q = cb[idx]
             cb_loss = cb_loss + ((residual.detach() - q) ** 2).sum(1).mean()
             commit_loss = commit_loss + ((residual - q.detach()) ** 2).sum(1).mean()
@@ -96,14 +121,14 @@ def fit_rqvae(emb: np.ndarray, *, seed: int, settings: RQVAESettings | None = No
     # k-means initialisation of every level on the initial latent residuals
     with torch.no_grad():
         residual = encoder(x).double().cpu().numpy()
-    centroids, prices = [], []
+    centroids = []
     for level in range(s.levels):
-        c, p = fit_level(residual, s.codebook_size, seed=seed + 1000 * level, balanced=s.balanced, capacity_slack=s.capacity_slack, iters=10)
+        c, p = fit_level(residual, s.codebook_size, seed=seed + 1000 * level, balanced=False, iters=10)
         codes = (pairwise_sq_dist(residual, c) + p[None, :]).argmin(1)
         residual = residual - c[codes]
         centroids.append(torch.tensor(c, dtype=torch.float32, device=device))
-        prices.append(torch.tensor(p, dtype=torch.float32, device=device))
-    rvq = ResidualVQ(centroids=centroids, prices=prices)
+    balance = (lambda dist: sinkhorn_codes(dist, epsilon=s.sinkhorn_epsilon, iters=s.sinkhorn_iters)) if s.balanced else None
+    rvq = ResidualVQ(centroids=centroids, balance=balance)
     params = list(encoder.parameters()) + list(decoder.parameters()) + rvq.codebooks
     opt = _Adam(params, lr=s.lr)
     history = []
@@ -123,8 +148,9 @@ def fit_rqvae(emb: np.ndarray, *, seed: int, settings: RQVAESettings | None = No
             for level in range(s.levels):
                 usage[level] += torch.bincount(codes[:, level], minlength=s.codebook_size)
             totals += [recon.item() * len(batch), cb_loss.item() * len(batch), commit_loss.item() * len(batch)]
-        restarted = _refresh_codes(encoder, x, rvq, usage, s, capacity) if (s.dead_code_restart or s.balanced) else 0
-        history.append({"epoch": epoch, "recon": totals[0] / n, "codebook": totals[1] / n, "commit": totals[2] / n, "restarted": restarted})
+        restarted = _restart_dead_codes(encoder, x, rvq, usage) if s.dead_code_restart else 0
+        history.append({"epoch": epoch, "recon": totals[0] / n, "codebook": totals[1] / n, "commit": totals[2] / n, "restarted": restarted,
+                        "codes_used": [int((u > 0).sum()) for u in usage]})
 
     encoder_layers = _export(encoder)
     # the exported (float32 numpy) encoder's latents: what encode will compute
@@ -167,31 +193,25 @@ def fit_rqvae(emb: np.ndarray, *, seed: int, settings: RQVAESettings | None = No
     return cb.with_metadata(metrics=metrics)
 
 
-def _refresh_codes(encoder, x, rvq, usage, s: RQVAESettings, capacity: int) -> int:
-    """Dead-code restart and (balanced) price refresh on the current latents; returns codes restarted."""
+def _restart_dead_codes(encoder, x, rvq, usage) -> int:
+    """Move the codes no batch used this epoch onto the latent residuals worst served by their
+    nearest code, level by level; returns how many codes were restarted."""
     import torch
 
     restarted = 0
     with torch.no_grad():
         residual = encoder(x).double().cpu().numpy()
-        for level in range(s.levels):
-            cb = rvq.codebooks[level]
+        for level, cb in enumerate(rvq.codebooks):
             c = cb.detach().double().cpu().numpy()
             dist = pairwise_sq_dist(residual, c)
-            if s.balanced:
-                p = balance_prices(dist, capacity, prices=rvq.prices[level].double().cpu().numpy())
-                rvq.prices[level].copy_(torch.from_numpy(p).to(rvq.prices[level]))
-            else:
-                p = np.zeros(s.codebook_size)
-            codes = (dist + p[None, :]).argmin(1)
-            if s.dead_code_restart:
-                dead = np.flatnonzero(usage[level].cpu().numpy() == 0)
-                if len(dead):
-                    err = dist[np.arange(len(codes)), codes]
-                    worst = np.argsort(-err, kind="stable")[: len(dead)]
-                    cb.data[torch.from_numpy(dead[: len(worst)])] = torch.from_numpy(residual[worst]).to(cb)
-                    c[dead[: len(worst)]] = residual[worst]
-                    restarted += len(worst)
+            codes = dist.argmin(1)
+            dead = np.flatnonzero(usage[level].cpu().numpy() == 0)
+            if len(dead):
+                err = dist[np.arange(len(codes)), codes]
+                worst = np.argsort(-err, kind="stable")[: len(dead)]
+                cb.data[torch.from_numpy(dead[: len(worst)])] = torch.from_numpy(residual[worst]).to(cb)
+                c[dead[: len(worst)]] = residual[worst]
+                restarted += len(worst)
             residual = residual - c[codes]
     return restarted
 

@@ -107,6 +107,39 @@ def test_rqvae_contract_and_determinism(data):
     assert m["loss_history"] and m["final_loss"]["recon"] < m["loss_history"][0]["recon"]
 
 
+def skewed(n=480, dim=16, seed=0) -> np.ndarray:
+    """70% of the points in one tight cluster: nearest-code training lets codes there die."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(12, dim)) * 3
+    label = np.where(rng.uniform(size=n) < 0.7, 0, rng.integers(12, size=n))
+    x = centers[label] + rng.normal(size=(n, dim)) * 0.3
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_sinkhorn_codes_spread_a_batch_that_prefers_one_code_and_keep_a_balanced_choice():
+    import torch
+
+    from tokenizer.rqvae import sinkhorn_codes
+
+    rng = np.random.default_rng(0)
+    dist = rng.uniform(size=(64, 8))
+    dist[:, 0] -= 5  # every row's nearest code is 0
+    counts = np.bincount(sinkhorn_codes(torch.tensor(dist), epsilon=0.01, iters=30).numpy(), minlength=8)
+    assert counts.max() <= 10 and counts.min() >= 6  # 8 each when exact
+    near = rng.uniform(1, 2, size=(64, 8))
+    near[np.arange(64), np.arange(64) % 8] = 0  # nearest codes already balanced: nothing to move
+    np.testing.assert_array_equal(sinkhorn_codes(torch.tensor(near), epsilon=0.01, iters=30).numpy(), np.arange(64) % 8)
+
+
+def test_balanced_rqvae_keeps_every_code_in_use_in_every_epoch():
+    settings = dict(levels=2, codebook_size=16, latent_dim=8, hidden=(32,), epochs=8, batch_size=128)
+    x = skewed()
+    balanced = fit(x, 5, method="rqvae", **settings).metrics["loss_history"]
+    plain = fit(x, 5, method="rqvae", balanced=False, **settings).metrics["loss_history"]
+    assert len(balanced) == 8 and all(h["codes_used"] == [16, 16] for h in balanced)
+    assert min(min(h["codes_used"]) for h in plain) < 16  # the data is hard enough to lose codes
+
+
 def test_metrics():
     codes = np.array([[0, 1], [0, 1], [1, 2], [2, 3]])
     s = collision_stats(codes)
