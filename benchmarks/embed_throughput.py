@@ -6,7 +6,8 @@ Sections (each prints a table row; all go to benchmarks/results/embed_throughput
   and of the whole Spark stage (``jobs.embed.main.run`` on a cold cache, model already loaded in the
   Python workers, as in any job after its first task). Target: stage / bare >= 0.9.
 * incremental: the stage on a new snapshot with 5% of the items changed, reusing the cache, against
-  the full cold run on the same items. Target: <= 10% of the full time.
+  the full cold run on the same items, best of 3 reruns and of 2 full runs. Target: <= 10% of the
+  full time.
 * gpu (only where CUDA exists): bare ``encode`` fp16 vs the fast path (pre-tokenised, length-sorted,
   pinned + async copies, tokenisation in a background thread) vs the forward pass alone.
   Target: fast path >= 5x bare encode.
@@ -45,14 +46,14 @@ def load_items(n: int) -> list[dict]:
     return items
 
 
-def changed_copy(items: list[dict], fraction: float) -> tuple[list[dict], int]:
-    """Items with the first ``fraction`` of them (every k-th) given a new title."""
+def changed_copy(items: list[dict], fraction: float, prefix: str = "Refurbished") -> tuple[list[dict], int]:
+    """Items with ``fraction`` of them (every k-th) given a new title, ``prefix`` + the old one."""
     step = max(1, round(1 / fraction))
     out, changed = [], 0
     for i, item in enumerate(items):
         item = dict(item)
         if i % step == 0:
-            item["title"] = f"Refurbished {item.get('title') or ''}"
+            item["title"] = f"{prefix} {item.get('title') or ''}"
             changed += 1
         out.append(item)
     return out, changed
@@ -149,19 +150,31 @@ def cpu_section(spark, base: Path, n_items: int, overrides: dict, repeats: int) 
     }
 
 
-def incremental_section(spark, base: Path, n_items: int, fraction: float, overrides: dict) -> dict:
-    """Both runs with the model already loaded in the Python workers: a cold full run would also
-    count the model load, which a rerun in a new job pays just the same."""
+# One new title prefix per rerun, so every rerun embeds the changed items' texts afresh.
+RERUN_PREFIXES = ("Refurbished", "Renewed", "Open-box", "Used", "Restored")
+
+
+def incremental_section(spark, base: Path, n_items: int, fraction: float, overrides: dict, repeats: int) -> dict:
+    """``repeats`` full runs (each on a fresh cache) and ``repeats + 1`` reruns (each changing the same
+    items' titles anew); the best of each counts, as in the CPU section. All runs find the model
+    already loaded in the Python workers: a cold run would also count the model load, which a rerun
+    in a new job pays just the same."""
     stage_run(spark, base, "inc_warmup", load_items(40)[20:], "inc_warmup_cache", overrides)
     items = load_items(n_items)
-    full, full_s = stage_run(spark, base, "inc_full", items, "inc_cache", overrides)
-    changed_items, n_changed = changed_copy(items, fraction)
-    rerun, rerun_s = stage_run(spark, base, "inc_changed", changed_items, "inc_cache", overrides)
+    full_runs = [stage_run(spark, base, f"inc_full{i}", items, f"inc_cache{i}", overrides) for i in range(repeats)]
+    reruns = []
+    for prefix in RERUN_PREFIXES[: repeats + 1]:
+        changed_items, n_changed = changed_copy(items, fraction, prefix)
+        reruns.append(stage_run(spark, base, f"inc_{prefix}", changed_items, "inc_cache0", overrides))
+    full, full_s = min(full_runs, key=lambda r: r[1])
+    rerun, rerun_s = min(reruns, key=lambda r: r[1])
     return {
         "items": full.counts["items_out"],
         "changed_items": n_changed,
         "full_seconds": full_s,
+        "full_seconds_all": [round(s, 2) for _, s in full_runs],
         "incremental_seconds": rerun_s,
+        "incremental_seconds_all": [round(s, 2) for _, s in reruns],
         "cache_hits": rerun.metrics["cache_hits"],
         "cache_misses": rerun.metrics["cache_misses"],
         "ratio_incremental_over_full": rerun_s / full_s,
@@ -267,10 +280,11 @@ def print_table(results: dict) -> None:
         ]
     if inc:
         rows += [
-            ("incremental", f"full run, {inc['items']} items", f"{inc['full_seconds']:.1f} s", ""),
+            ("incremental", f"full run, {inc['items']} items, best of {len(inc['full_seconds_all'])}",
+             f"{inc['full_seconds']:.1f} s", ""),
             (
                 "incremental",
-                f"rerun, {inc['changed_items']} changed",
+                f"rerun, {inc['changed_items']} changed, best of {len(inc['incremental_seconds_all'])}",
                 f"{inc['incremental_seconds']:.1f} s",
                 f"{inc['ratio_incremental_over_full']:.1%} of full (target <= 10%)",
             ),
@@ -309,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=4344, help="items for the CPU ratio (default: the whole sample)")
     parser.add_argument("--incremental-items", type=int, default=4344, help="items for the incremental rerun")
     parser.add_argument(
-        "--repeats", type=int, default=2, help="alternated CPU rounds; the best of each counts"
+        "--repeats", type=int, default=2,
+        help="alternated CPU rounds, and incremental full runs (reruns: one more); the best of each counts"
     )
     parser.add_argument("--changed", type=float, default=0.05, help="fraction of items changed in the rerun")
     parser.add_argument(
@@ -343,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["cpu"] = cpu_section(spark, base, args.items, overrides, args.repeats)
             if "incremental" in sections:
                 results["incremental"] = incremental_section(
-                    spark, base, args.incremental_items, args.changed, overrides
+                    spark, base, args.incremental_items, args.changed, overrides, args.repeats
                 )
         if "gpu" in sections:
             results["gpu"] = gpu_section(args.gpu_items)

@@ -141,9 +141,9 @@ def texts_to_embed(usable, cached, *, partitions: int):
     partitioning keeps each partition's content independent of read order, so batches, and therefore
     vectors, are reproducible.
     """
-    texts = item_texts(usable).select(E.text_hash, TEXT).dropDuplicates([E.text_hash])
-    texts = texts.join(cached.select(E.text_hash), on=E.text_hash, how="left_anti")
-    return texts.repartition(partitions, E.text_hash)
+    texts = item_texts(usable).select(E.text_hash, TEXT).join(cached.select(E.text_hash), on=E.text_hash, how="left_anti")
+    # Deduplicated after the hash repartition, which already groups each hash: one shuffle, not two.
+    return texts.repartition(partitions, E.text_hash).dropDuplicates([E.text_hash])
 
 
 def encode_texts(texts, *, spec: EncoderSpec):
