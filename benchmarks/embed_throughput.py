@@ -12,7 +12,7 @@ Sections (each prints a table row; all go to benchmarks/results/embed_throughput
   pinned + async copies, tokenisation in a background thread) vs the forward pass alone.
   Target: fast path >= 5x bare encode.
 
-Run: ``.venv/bin/python benchmarks/embed_throughput.py [--items 4344] [--incremental-items 4344]`` (about 15 min on 2
+Run: ``.venv/bin/python benchmarks/embed_throughput.py [--items 4344] [--incremental-items 4344]`` (about 20 min on 2
 cores). The CPU ratio is measured on the whole sample by default: on 1,000 items the stage's fixed Spark
 cost (rendering, quarantine, the output join and write: 3-6 s) is ~10% of the run.
 """

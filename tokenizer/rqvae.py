@@ -118,13 +118,14 @@ def fit_rqvae(emb: np.ndarray, *, seed: int, settings: RQVAESettings | None = No
     decoder = _mlp([s.latent_dim, *reversed(s.hidden), dim]).to(device)
     capacity = max(1, int(np.ceil(n / s.codebook_size * s.capacity_slack)))
 
-    # k-means initialisation of every level on the initial latent residuals
+    # plain k-means initialisation of every level on the initial latent residuals (balance comes from
+    # the Sinkhorn batch assignment: the random encoder's latents move too much to price them now)
     with torch.no_grad():
         residual = encoder(x).double().cpu().numpy()
     centroids = []
     for level in range(s.levels):
-        c, p = fit_level(residual, s.codebook_size, seed=seed + 1000 * level, balanced=False, iters=10)
-        codes = (pairwise_sq_dist(residual, c) + p[None, :]).argmin(1)
+        c, _ = fit_level(residual, s.codebook_size, seed=seed + 1000 * level, balanced=False, iters=10)
+        codes = pairwise_sq_dist(residual, c).argmin(1)
         residual = residual - c[codes]
         centroids.append(torch.tensor(c, dtype=torch.float32, device=device))
     balance = (lambda dist: sinkhorn_codes(dist, epsilon=s.sinkhorn_epsilon, iters=s.sinkhorn_iters)) if s.balanced else None
