@@ -70,20 +70,20 @@ def stage_embeddings(embed_cfg, cache_dir: Path) -> np.ndarray:
 
 
 def sid_category_coherence(vectors: np.ndarray, catalog: pd.DataFrame, config) -> dict:
-    """Level-1 NMI and category information share of the configured codebook trained on ``vectors``."""
+    """Level-1 NMI, category information share and raw SID collision rate of the configured codebook
+    trained on ``vectors``."""
     from jobs.check.metrics import labels_information
+    from tokenizer.metrics import collision_stats
     from tokenizer.train import fit
 
     cb = fit(vectors, config.seed, method=config.codebook.method, **config.codebook.fit_settings())
     codes = cb.encode(vectors)
     level1 = codes[:, 0]
-    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
-    raw_collisions = float((counts[inverse.ravel()] > 1).mean())  # items sharing their SID with another
     paths = catalog[K.category_path].tolist()
     keep = [i for i, p in enumerate(paths) if isinstance(p, list | np.ndarray) and len(p) > 1]
     info = labels_information(level1[keep].tolist(), [paths[i][1] for i in keep])
     return {"nmi_level1": round(info["nmi"], 4), "category_info_share_level1": round(info["info_share"], 4),
-            "raw_sid_collision_rate": round(raw_collisions, 5)}
+            "raw_sid_collision_rate": round(collision_stats(codes)["collision_rate"], 5)}
 
 
 def write_inputs(spark, layout: RunLayout, catalog: pd.DataFrame, inter: pd.DataFrame, text: np.ndarray) -> None:

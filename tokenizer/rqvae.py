@@ -36,7 +36,7 @@ class RQVAESettings:
     capacity_slack: float = 1.0
     dead_code_restart: bool = True
     prefix_balance: str = "last"  # per-prefix capacity prices at export (see tokenizer.rq_kmeans)
-    sinkhorn_epsilon: float = 0.01  # entropy of the batch assignment, on distances scaled to [-1, 1]
+    sinkhorn_epsilon: float = 0.01  # entropy of the batch assignment, on distances scaled to [0, 2]
     sinkhorn_iters: int = 30
     device: str = "cpu"
 
