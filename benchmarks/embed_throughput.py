@@ -65,7 +65,7 @@ def timed(fn):
     return value, time.perf_counter() - started
 
 
-def stage_run(spark, base: Path, name: str, items: list[dict], cache: str, overrides: dict):
+def stage_run(spark, base: Path, name: str, items: list[dict], cache: str, overrides: dict, previous: str | None = None):
     from jobs.common.io import write_table
     from jobs.common.layout import RunLayout
     from jobs.common.pipeline_config import PipelineConfig
@@ -83,6 +83,7 @@ def stage_run(spark, base: Path, name: str, items: list[dict], cache: str, overr
         inputs=Inputs("", ""),
         snapshot_id=name,
         cache_dir=base / cache,
+        previous_version=base / previous if previous else None,
     )
     return timed(lambda: run(ctx))
 
@@ -165,7 +166,8 @@ def incremental_section(spark, base: Path, n_items: int, fraction: float, overri
     reruns = []
     for prefix in RERUN_PREFIXES[: repeats + 1]:
         changed_items, n_changed = changed_copy(items, fraction, prefix)
-        reruns.append(stage_run(spark, base, f"inc_{prefix}", changed_items, "inc_cache0", overrides))
+        # A rerun on a new snapshot: the cache and the previous version are those of the first full run.
+        reruns.append(stage_run(spark, base, f"inc_{prefix}", changed_items, "inc_cache0", overrides, previous="inc_full0"))
     full, full_s = min(full_runs, key=lambda r: r[1])
     rerun, rerun_s = min(reruns, key=lambda r: r[1])
     return {

@@ -112,6 +112,10 @@ def test_second_snapshot_keeps_unchanged_sids_and_shows_churn(first_version, sta
     assert c["changed_text"] == len(churn["changed"])
     assert c["unchanged_text_sid_changed"] == 0, c["examples_sid_changed"]
     assert c["retired_sids_reused"] == 0
+    if "embed" in manifest["stages"]:
+        # unchanged items take the parent version's vectors as they are; changed and added ones are blended
+        reused = manifest["stages"]["embed"]["metrics"]["reused_from_previous_version"]
+        assert reused == N_ITEMS - len(churn["removed"]) - len(churn["changed"])
     diff = P.diff_versions(root, "sidpipe", v1.version, v2.version)
     assert diff["sid_churn"] == c
     if "codebook" in manifest["stages"]:

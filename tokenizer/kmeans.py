@@ -203,12 +203,16 @@ def _means(x: np.ndarray, codes: np.ndarray, k: int, previous: np.ndarray) -> np
 def _restart_dead(x: np.ndarray, centroids: np.ndarray, prices: np.ndarray) -> np.ndarray:
     """Move codes nobody uses onto the worst-served points so every code can be chosen."""
     codes = assign(x, centroids, prices)
-    counts = np.bincount(codes, minlength=len(centroids))
-    dead = np.flatnonzero(counts == 0)
+    dead = np.flatnonzero(np.bincount(codes, minlength=len(centroids)) == 0)
+    return reseed_dead_codes(x, centroids, dead, ((x - centroids[codes]) ** 2).sum(1))
+
+
+def reseed_dead_codes(points: np.ndarray, centroids: np.ndarray, dead: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """``centroids`` with each ``dead`` code moved onto one of the points worst served (largest
+    ``error``, ties by position): a restarted code starts where the codebook fits the data least."""
     if len(dead) == 0:
         return centroids
-    err = ((x - centroids[codes]) ** 2).sum(1)
-    worst = np.argsort(-err, kind="stable")[: len(dead)]
+    worst = np.argsort(-error, kind="stable")[: len(dead)]
     out = centroids.copy()
-    out[dead[: len(worst)]] = x[worst]
+    out[dead[: len(worst)]] = points[worst]
     return out

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tokenizer.codebook import Codebook, PrefixPrices, check_embeddings
-from tokenizer.kmeans import balance_prices, fit_level, pairwise_sq_dist, prefix_prices
+from tokenizer.kmeans import balance_prices, fit_level, pairwise_sq_dist, prefix_prices, reseed_dead_codes
 from tokenizer.rq_kmeans import prefix_levels, training_metrics
 
 
@@ -208,11 +208,9 @@ def _restart_dead_codes(encoder, x, rvq, usage) -> int:
             codes = dist.argmin(1)
             dead = np.flatnonzero(usage[level].cpu().numpy() == 0)
             if len(dead):
-                err = dist[np.arange(len(codes)), codes]
-                worst = np.argsort(-err, kind="stable")[: len(dead)]
-                cb.data[torch.from_numpy(dead[: len(worst)])] = torch.from_numpy(residual[worst]).to(cb)
-                c[dead[: len(worst)]] = residual[worst]
-                restarted += len(worst)
+                c = reseed_dead_codes(residual, c, dead, dist[np.arange(len(codes)), codes])
+                cb.data.copy_(torch.from_numpy(c).to(cb))
+                restarted += min(len(dead), len(residual))
             residual = residual - c[codes]
     return restarted
 

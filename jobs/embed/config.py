@@ -87,6 +87,11 @@ class EmbedConfig(StageConfig):
     # SentenceTransformer.encode (False). Models whose head the fast path cannot reproduce use encode.
     fast_path: bool = True
     output_files: int = Field(default=1, ge=0)  # 0 = let Spark decide
+    # Every run adds one cache file per encode task; once this many small ones (under
+    # cache_compact_file_mb) have piled up, the run ends by merging them (EmbeddingCache.compact).
+    # Past 32 paths Spark lists them with a job of its own, and each small file costs a task.
+    cache_compact_files: int = Field(default=16, ge=2)
+    cache_compact_file_mb: int = Field(default=128, ge=1)
 
     @field_validator("template")
     @classmethod

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import sys
 import time
+from pathlib import Path
 
 from jobs.common.io import read_table, write_empty_table, write_table
 from jobs.common.stage import StageContext, StageResult, stage_main
@@ -21,6 +22,7 @@ from jobs.embed.transform import (
     FALLBACK,
     FRESH,
     REASON,
+    REUSED,
     STAGE,
     attach_embeddings,
     encode_texts,
@@ -39,6 +41,18 @@ log = logging.getLogger("sidpipe.embed")
 
 def quarantine_path(ctx: StageContext):
     return ctx.layout.quarantine / STAGE
+
+
+def previous_vectors(ctx: StageContext, model_fingerprint: str):
+    """The previous version's text vectors made by the same model and views, or None."""
+    from pyspark.sql import functions as F
+
+    if ctx.previous_version is None:
+        return None
+    path = Path(ctx.previous_version) / ctx.layout.text_embeddings.name
+    if not path.exists():
+        return None
+    return read_table(ctx.spark, path, EMBEDDINGS).filter(F.col(E.model_fingerprint) == model_fingerprint)
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -84,6 +98,7 @@ def run(ctx: StageContext) -> StageResult:
                 weights=view_weights(cfg),
                 fresh_files={f.name for f in added},
                 files=cfg.output_files,
+                previous=previous_vectors(ctx, vector_fingerprint(spec.fingerprint, cfg)),
             )
             # Counted while writing (no second pass): rows out, rows that found no vector, misses.
             check = Observation("embed_output")
@@ -92,11 +107,15 @@ def run(ctx: StageContext) -> StageResult:
                 F.count(F.lit(1)).alias("rows"),
                 F.count(E.embedding).alias("with_vector"),
                 F.count(F.when(F.col(FRESH), 1)).alias("misses"),
+                F.count(F.when(F.col(REUSED), 1)).alias("reused"),
                 F.min(F.size(E.embedding)).alias("min_dim"),
                 F.max(F.size(E.embedding)).alias("max_dim"),
             )
             write_table(output, ctx.layout.text_embeddings, EMBEDDINGS, num_files=cfg.output_files or None)
             written = check.get
+        with steps("compact"):
+            # Last: every read of the cache above is done, and FRESH named this run's own files.
+            compaction = cache.compact(spark, min_files=cfg.cache_compact_files, file_bytes=cfg.cache_compact_file_mb << 20)
     finally:
         rendered.unpersist()
 
@@ -125,7 +144,11 @@ def run(ctx: StageContext) -> StageResult:
         "cache_hits": hits,
         "cache_misses": misses,
         "texts_embedded": texts_embedded,
+        # Of the hits: vectors taken as is from the previous version (key unchanged), not re-blended.
+        "reused_from_previous_version": int(written["reused"]),
         "text_fallbacks": int(summary["fallbacks"]),
+        "cache_files": len(cache.files()),
+        "cache_compaction": compaction,
         "encode_seconds": steps.seconds.get("encode", 0.0),
         "encode_items_per_second": round(texts_embedded / steps.seconds["encode"], 1)
         if texts_embedded

@@ -29,6 +29,8 @@ FALLBACK = "text_fallback"
 RECORD = "record"
 ITEM_KEY = "item_key"  # the item's text_hash while per-text hashes are in play
 FRESH = "fresh"  # the item needed a vector this run embedded: a cache miss
+PREVIOUS = "previous_embedding"  # the item's vector in the previous version, when its key is unchanged
+REUSED = "reused"  # the item's vector was taken as is from the previous version
 
 RENDERED = pa.schema(
     [
@@ -168,10 +170,14 @@ def encode_texts(texts, *, spec: EncoderSpec):
     return texts.mapInPandas(encode_partition, schema=to_spark(EMBEDDING_CACHE))
 
 
-def attach_embeddings(usable, cached, *, model_fingerprint: str, weights: list[float], fresh_files, files: int = 0):
+def attach_embeddings(
+    usable, cached, *, model_fingerprint: str, weights: list[float], fresh_files, files: int = 0, previous=None
+):
     """Usable items with their texts' vectors blended (jobs.embed.text.blend_views) -> EMBEDDINGS rows
     plus FRESH: whether a vector of the item came from a cache file of ``fresh_files`` (added by this
-    run), which is how the run counts its cache hits and misses while writing.
+    run), which is how the run counts its cache hits and misses while writing, and REUSED: whether
+    the vector came as is from ``previous`` (the previous version's EMBEDDINGS rows of the same model
+    and views; None when there is none).
 
     ``cached`` is :meth:`EmbeddingCache.read`'s rows. Sorted by item_id; written as one file
     (``files=1``), a sort inside the single partition orders it without the sampling job a global
@@ -179,6 +185,20 @@ def attach_embeddings(usable, cached, *, model_fingerprint: str, weights: list[f
     """
     from pyspark.sql import functions as F
 
+    reused = None
+    if previous is not None:
+        # An item whose key (all its texts, the template, the views) is unchanged since the previous
+        # version gets that version's vector as is: the same cached vectors, blended the same way, so
+        # only new and changed items are gathered and blended.
+        keyed = usable.join(
+            previous.select(CAT.item_id, E.text_hash, F.col(E.embedding).alias(PREVIOUS)),
+            on=[CAT.item_id, E.text_hash],
+            how="left",
+        )
+        reused = keyed.filter(F.col(PREVIOUS).isNotNull()).select(
+            CAT.item_id, E.text_hash, F.col(PREVIOUS).alias(E.embedding), F.lit(False).alias(FRESH), F.lit(True).alias(REUSED)
+        )
+        usable = keyed.filter(F.col(PREVIOUS).isNull()).drop(PREVIOUS)
     if len(weights) == 1:  # the main text alone: its vector as cached
         vectors = (
             usable.select(CAT.item_id, E.text_hash, F.col(HASHES)[0].alias(TEXT))
@@ -187,6 +207,9 @@ def attach_embeddings(usable, cached, *, model_fingerprint: str, weights: list[f
         )
     else:
         vectors = _blended(usable, cached, weights, fresh_files)
+    vectors = vectors.withColumn(REUSED, F.lit(False))
+    if reused is not None:
+        vectors = vectors.select(*reused.columns).unionByName(reused)
     joined = vectors.select(
         F.col(CAT.item_id).alias(E.item_id),
         F.col(E.embedding),
@@ -194,6 +217,7 @@ def attach_embeddings(usable, cached, *, model_fingerprint: str, weights: list[f
         F.col(E.text_hash),
         F.lit(model_fingerprint).alias(E.model_fingerprint),
         F.coalesce(F.col(FRESH), F.lit(False)).alias(FRESH),
+        F.col(REUSED),
     )
     if files == 1:
         return joined.coalesce(1).sortWithinPartitions(E.item_id)

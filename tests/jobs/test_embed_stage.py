@@ -1,8 +1,10 @@
 """The embed stage end to end on a real SparkSession and the real MiniLM model (80 sample items).
 
-One module fixture runs the stage four times (cold cache, warm rerun, 5% changed, second cold cache);
-the tests check rows in = rows out + quarantined, fallbacks, cache hits/misses, determinism, and that
-the Spark job's vectors are the plain-Python encoder's.
+One module fixture runs the stage on a cold cache, a warm rerun, a 5% changed snapshot (with the cold
+run as its previous version, compacting the cache at its end), a rerun on the compacted cache and a
+second cold cache; the tests check rows in = rows out + quarantined, fallbacks, cache hits/misses,
+reuse of the previous version's vectors, compaction, determinism, and that the Spark job's vectors are
+the plain-Python encoder's.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ def load_items(path: Path, n: int) -> list[dict]:
     return items
 
 
-def make_ctx(spark, base: Path, name: str, items: list[dict], *, cache: str, overrides=None) -> StageContext:
+def make_ctx(
+    spark, base: Path, name: str, items: list[dict], *, cache: str, overrides=None, previous: str | None = None
+) -> StageContext:
     layout = RunLayout(base / name)
     write_table(spark.createDataFrame(items, to_spark(CATALOG)), layout.catalog, CATALOG, num_files=1)
     return StageContext(
@@ -64,6 +68,7 @@ def make_ctx(spark, base: Path, name: str, items: list[dict], *, cache: str, ove
         inputs=Inputs("", ""),
         snapshot_id=name,
         cache_dir=base / cache,
+        previous_version=base / previous if previous else None,
     )
 
 
@@ -80,14 +85,17 @@ def runs(spark, sample_catalog, tmp_path_factory):
         if item[CAT.item_id] in CHANGED:
             item["title"] = f"Refurbished {item['title']}"
     out = {"items": items, "changed_items": changed, "base": base}
+    # The changed snapshot merges the cache's files at its end (cold and changed runs add 3 or more).
+    compacting = {"embed": {**OVERRIDES["embed"], "cache_compact_files": 2}}
     plan = [
-        ("cold", items, "cache"),
-        ("warm", items, "cache"),
-        ("changed", changed, "cache"),
-        ("cold_again", items, "cache2"),
+        ("cold", items, "cache", None, None),
+        ("warm", items, "cache", None, None),
+        ("changed", changed, "cache", compacting, "cold"),
+        ("compacted", items, "cache", None, None),
+        ("cold_again", items, "cache2", None, None),
     ]
-    for name, catalog, cache in plan:
-        ctx = make_ctx(spark, base, name, catalog, cache=cache)
+    for name, catalog, cache, overrides, previous in plan:
+        ctx = make_ctx(spark, base, name, catalog, cache=cache, overrides=overrides, previous=previous)
         if name == "changed":
             # What a run killed after Spark wrote its cache files but before publishing them leaves.
             stale = (
@@ -289,3 +297,95 @@ def test_a_text_cached_twice_keeps_one_vector_per_item_from_the_first_sorting_fi
             np.testing.assert_array_equal(output.at[item[CAT.item_id], E.embedding], other)
         else:
             assert differs == [item[CAT.item_id]]
+
+
+def test_unchanged_items_take_the_previous_versions_vectors(runs):
+    _, warm, _, _ = runs["warm"]
+    _, changed, _, _ = runs["changed"]
+    assert warm.metrics["reused_from_previous_version"] == 0  # no previous version given
+    assert changed.metrics["reused_from_previous_version"] == N_ITEMS - 1 - len(CHANGED)
+
+
+def test_previous_vectors_are_reused_only_from_the_same_model_and_views(runs):
+    """A doctored previous version shows the vectors really come from it, and only when it was made by
+    this run's model and views (same vector fingerprint)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = runs["base"]
+    _, cold, cold_out, _ = runs["cold"]
+    marked = cold_out[E.item_id].iloc[7]
+    unit = np.zeros(len(cold_out[E.embedding].iloc[0]), dtype=np.float32)
+    unit[0] = 1.0
+    doctored = cold_out.copy()
+    doctored[E.embedding] = [unit if i == marked else v for i, v in zip(doctored[E.item_id], doctored[E.embedding])]
+    for name, fingerprint, reused in (
+        ("previous_same_model", cold.metrics["vector_fingerprint"], True),
+        ("previous_other_model", "another-model", False),
+    ):
+        table = RunLayout(base / name).text_embeddings
+        table.mkdir(parents=True)
+        frame = doctored.assign(**{E.model_fingerprint: fingerprint})
+        pq.write_table(pa.Table.from_pandas(frame, schema=EMBEDDINGS, preserve_index=False), table / "part-00000.parquet")
+        ctx = make_ctx(runs["cold"][0].spark, base, f"{name}_run", runs["items"], cache="cache2", previous=name)
+        result = run(ctx)
+        output = read_output(ctx).set_index(E.item_id)
+        assert result.metrics["reused_from_previous_version"] == (N_ITEMS - 1 if reused else 0)
+        assert (result.metrics["cache_hits"], result.metrics["cache_misses"]) == (N_ITEMS - 1, 0)
+        expected = unit if reused else cold_out.set_index(E.item_id).at[marked, E.embedding]
+        np.testing.assert_array_equal(output.at[marked, E.embedding], expected)
+
+
+def test_compaction_merges_the_runs_files_and_keeps_every_vector(runs):
+    _, changed, _, _ = runs["changed"]
+    _, compacted, compacted_out, _ = runs["compacted"]
+    merged = changed.metrics["cache_compaction"]
+    assert merged["files_merged"] >= 3 and merged["merged_into"] == 1
+    assert changed.metrics["cache_files"] == 1
+    # the next run reads the merged file alone: every vector still there, the output unchanged
+    assert compacted.metrics["cache_files"] == 1 and compacted.metrics["cache_compaction"] == {}
+    assert (compacted.metrics["cache_hits"], compacted.metrics["cache_misses"]) == (N_ITEMS - 1, 0)
+    pd.testing.assert_frame_equal(compacted_out, runs["cold"][2])
+
+
+def test_compaction_keeps_retired_files_for_readers_that_listed_them(spark, tmp_path):
+    """The merge publishes one file and retires the small ones: a DataFrame that listed them before
+    still reads them, later readers see only the merged file, and the retired files are deleted once
+    their record is older than a run can take. A hash cached twice keeps the first-sorting file's vector."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.embed.cache import RECORD_PREFIX, STALE_TMP_SECONDS, EmbeddingCache, first_per_hash
+    from schemas.embeddings import EMBEDDING_CACHE
+
+    cache = EmbeddingCache(tmp_path, "encoder-fp")
+    cache.dir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    hashes = [["h0", "h1"], ["h2", "h1"], ["h3"], ["h4", "h5"]]  # h1 twice: two racing runs
+    for index, names in enumerate(hashes):
+        vectors = rng.standard_normal((len(names), 8)).astype(np.float32)
+        table = pa.table({E.text_hash: names, E.embedding: list(vectors)}, schema=EMBEDDING_CACHE)
+        pq.write_table(table, cache.dir / f"{index:016d}.parquet")
+    small = cache.files()
+    before = cache.read(spark)
+    expected = {r[E.text_hash]: r[E.embedding] for r in first_per_hash(before).collect()}
+
+    assert cache.compact(spark, min_files=5, file_bytes=1 << 30) == {}  # fewer small files than that
+    info = cache.compact(spark, min_files=4, file_bytes=1 << 30)
+    assert (info["files_merged"], info["merged_into"]) == (4, 1)
+    live = cache.files()
+    assert len(live) == 1 and live[0] not in small and len(live[0].stem) == 16
+    after = cache.read(spark).collect()
+    assert sorted(r[E.text_hash] for r in after) == sorted(expected)
+    assert all(r[E.embedding] == expected[r[E.text_hash]] for r in after)
+    assert before.count() == 7  # listed before the merge: still readable
+
+    assert cache.sweep_stale() == 0 and all(f.exists() for f in small)
+    record = next(cache.dir.glob(f"{RECORD_PREFIX}*.json"))
+    aged = record.stat().st_mtime - STALE_TMP_SECONDS - 60
+    os.utime(record, (aged, aged))
+    assert cache.sweep_stale() == 1
+    assert sorted(cache.dir.glob("*.parquet")) == live and not record.exists()
+    assert sorted(r[E.text_hash] for r in cache.read(spark).collect()) == sorted(expected)
