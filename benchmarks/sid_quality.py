@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from jobs.check.metrics import labels_information
 from jobs.embed.config import EmbedConfig
 from jobs.embed.text import embed_items, item_key, render_views
-from tokenizer.metrics import collision_stats, identical_groups, level_usage
+from tokenizer.metrics import colliding_mask, collision_stats, identical_groups, level_usage
 from tokenizer.resolve import resolve_all
 from tokenizer.train import fit
 
@@ -64,8 +64,7 @@ def evaluate(name: str, codes: np.ndarray, seconds: float, rows, same_text: np.n
     usage = level_usage(codes, k)
     keep, cat2 = category_labels(rows)
     info = labels_information(codes[keep, 0].tolist(), cat2)
-    _, inv, cnt = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
-    colliding = cnt[inv.ravel()] > 1
+    colliding = colliding_mask(codes)
     cond = conditional_usage(codes)
     out = {
         "method": name,
@@ -146,8 +145,7 @@ def heldout_collisions(extra: dict, seed: int, share: float = 0.1) -> dict:
     perm = np.random.default_rng(seed).permutation(len(EMB))
     n_new = round(len(EMB) * share)
     cb = fit(EMB[perm[n_new:]], seed, levels=3, codebook_size=256, **extra)
-    _, inv, cnt = np.unique(cb.encode(EMB), axis=0, return_inverse=True, return_counts=True)
-    colliding = cnt[inv.ravel()] > 1
+    colliding = colliding_mask(cb.encode(EMB))
     return {"heldout_share": share, "heldout_new_item_collision_rate": float(colliding[perm[:n_new]].mean()),
             "heldout_all_item_collision_rate": float(colliding.mean())}
 

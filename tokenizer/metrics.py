@@ -25,13 +25,21 @@ def level_usage(codes: np.ndarray, codebook_size: int) -> list[dict[str, float]]
     return out
 
 
+def colliding_mask(codes: np.ndarray) -> np.ndarray:
+    """Boolean mask: items whose full code tuple another item shares."""
+    if len(codes) == 0:
+        return np.zeros(0, dtype=bool)
+    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    return counts[inverse.ravel()] > 1
+
+
 def collision_stats(codes: np.ndarray) -> dict[str, Any]:
     """Items that share their full code tuple with another item, and the largest shared bucket."""
     n = len(codes)
     if n == 0:
         return {"items": 0, "colliding_items": 0, "collision_rate": 0.0, "max_bucket": 0, "distinct": 0}
-    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
-    colliding = int((counts[inverse.ravel()] > 1).sum())
+    _, counts = np.unique(codes, axis=0, return_counts=True)
+    colliding = int(counts[counts > 1].sum())
     return {
         "items": n,
         "colliding_items": colliding,

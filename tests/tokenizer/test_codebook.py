@@ -7,7 +7,7 @@ import pytest
 
 from tokenizer.errors import CodebookMismatch, EmbeddingError
 from tokenizer.kmeans import balance_prices, pairwise_sq_dist
-from tokenizer.metrics import collision_stats, level_usage
+from tokenizer.metrics import colliding_mask, collision_stats, level_usage
 from tokenizer.train import fit
 
 
@@ -144,5 +144,6 @@ def test_metrics():
     codes = np.array([[0, 1], [0, 1], [1, 2], [2, 3]])
     s = collision_stats(codes)
     assert s["colliding_items"] == 2 and s["max_bucket"] == 2 and s["distinct"] == 3
+    assert colliding_mask(codes).tolist() == [True, True, False, False]
     u = level_usage(codes, 4)
     assert u[0]["used"] == 3 and u[1]["used"] == 3
