@@ -28,12 +28,13 @@ check-java: $(STAMP)
 run: check-java
 	$(BIN)/sidpipe run --root out
 
-# Two pytest workers (pytest-xdist), a test file per worker at a time so module fixtures run once.
+# Two pytest workers (pytest-xdist), a test file per worker at a time so module fixtures run once,
+# longest files first (tests/conftest.py orders them).
 # On a 2-core machine this matches a serial run (about 19 min: the suite is CPU-bound); more cores help.
 TEST_WORKERS ?= 2
 
 test: check-java
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 bench: check-java
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -23,6 +23,21 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Longest files first: end-to-end runs (``slow``), then Spark tests (``spark``), then plain Python.
+    With two xdist workers taking a file at a time (``--dist loadfile --no-loadscope-reorder``; xdist
+    otherwise orders files by how many tests they hold, which puts the one-test end-to-end runs
+    last), the short files even out the end of the run instead of one long file running alone."""
+
+    def weight(item) -> int:
+        return 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("spark") else 2
+
+    file_weight: dict = {}
+    for item in items:
+        file_weight[item.path] = min(file_weight.get(item.path, 2), weight(item))
+    items.sort(key=lambda item: file_weight[item.path])  # stable: each file keeps its own order
+
+
 @pytest.fixture(scope="session")
 def spark():
     from jobs.common.spark import SparkConfig, get_session

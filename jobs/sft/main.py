@@ -22,13 +22,12 @@ from pyspark.sql import functions as F
 from jobs.common.io import atomic_write_text, fingerprint_path, read_table, write_table
 from jobs.common.stage import GateFailed, StageContext, StageResult, stage_main
 from jobs.sft import transform as T
-from jobs.sft.write import TOKENS, read_corpus, write_corpus
+from jobs.sft.write import read_corpus, write_corpus
 from schemas.catalog import CATALOG
 from schemas.interactions import INTERACTIONS
 from schemas.quarantine import QUARANTINE
 from schemas.quarantine import C as Q
 from schemas.sft import SPLITS
-from schemas.sft import C as R
 from schemas.sids import SIDS
 from schemas.sids import C as S
 from sft_builder.card import render_card
@@ -53,15 +52,6 @@ def read_glossary(sid_artifacts: Path) -> dict | None:
     if not isinstance(data, dict) or not isinstance(data.get("prefixes"), dict):
         raise ValueError(f"SID glossary {path} must be an object with a 'prefixes' mapping (prefix token -> entry)")
     return data
-
-
-def token_stats(keys) -> dict[str, dict[str, float]]:
-    """Exact per-task token statistics (mean, p50, p95, max) of the kept records (KEYS rows, ``tokens``)."""
-    rows = keys.groupBy(R.task).agg(
-        F.mean(TOKENS).alias("mean"), F.percentile(TOKENS, F.lit(0.5)).alias("p50"),
-        F.percentile(TOKENS, F.lit(0.95)).alias("p95"), F.max(TOKENS).alias("max"),
-    ).collect()
-    return {r[R.task]: {k: float(r[k]) for k in ("mean", "p50", "p95", "max")} for r in sorted(rows, key=lambda r: r[R.task])}
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -89,9 +79,7 @@ def run(ctx: StageContext) -> StageResult:
             duplicates = dup_ids.count() if dup_ids is not None else 0
         kept = parts.final_records(keys, dup_ids, cfg).persist(StorageLevel.MEMORY_AND_DISK)
         with T.timed(timings, "write_parquet"):
-            counts = write_corpus(kept, staging, layout.sft, partitions=partitions)
-        with T.timed(timings, "token_stats"):
-            stats = token_stats(kept)
+            counts, stats = write_corpus(kept, staging, layout.sft, partitions=partitions)
         with T.timed(timings, "quarantine"):
             quarantine_dir = layout.quarantine / STAGE
             write_table(parts.quarantine.repartition(1).sortWithinPartitions(Q.source, Q.reason, Q.detail, Q.record), quarantine_dir,

@@ -8,7 +8,8 @@ returns one small *key* row per record (:data:`KEYS`: task, split, id, dedup con
 Deduplication, mixture weights and caps are decided on the keys in Spark; :func:`write_corpus` then
 hash-partitions the kept keys by (split, task), so each group lives in exactly one partition, sorted by
 record id, and a pyarrow writer in ``mapInArrow`` reads that group's staged rows, keeps the chosen ones
-in key order and writes the file: byte-identical across runs.
+in key order and writes the file: byte-identical across runs. Each writer also returns its records'
+token-count histogram, so the card's exact token statistics cost no further pass over the records.
 
 Spark's own ``partitionBy`` would strip ``split`` and ``task`` out of the data files, and then
 ``load_dataset("parquet", data_files=...)`` (which knows nothing of hive directories) would load
@@ -17,6 +18,7 @@ records without them, so every file carries every SFT_RECORDS column.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -35,7 +37,11 @@ from schemas.sft import C as R
 ROWS_PER_GROUP = 65_536
 FILE_NAME = "part-00000.parquet"
 CONTENT, TOKENS = "_content", "tokens"
-WRITTEN = pa.schema([pa.field(R.split, pa.string()), pa.field(R.task, pa.string()), pa.field("rows", pa.int64())])
+# One row per written file: its rows, and the histogram of their token counts (distinct counts and how
+# many records have each: a few hundred numbers whatever the group's size).
+TOKEN_VALUES, TOKEN_FREQUENCIES = "token_values", "token_frequencies"
+WRITTEN = pa.schema([pa.field(R.split, pa.string()), pa.field(R.task, pa.string()), pa.field("rows", pa.int64()),
+                     pa.field(TOKEN_VALUES, pa.list_(pa.int64())), pa.field(TOKEN_FREQUENCIES, pa.list_(pa.int64()))])
 # One row per built record: what dedup, mixture, caps, counts and token statistics need.
 KEYS = pa.schema([pa.field(R.task, pa.string()), pa.field(R.split, pa.string()), pa.field(R.id, pa.string()),
                   pa.field(CONTENT, pa.string()), pa.field(TOKENS, pa.int64())])
@@ -120,9 +126,10 @@ def staged_group(staging: Path | str, split: str, task: str) -> pa.Table:
 
 
 def _write_groups(root: str, staging: str):
-    def write_group(split: str, task: str, ids: list[pa.Array], contents: list[pa.Array]) -> pa.RecordBatch:
+    def write_group(split: str, task: str, ids: list[pa.Array], contents: list[pa.Array], tokens: list[pa.Array]) -> pa.RecordBatch:
         kept = pa.chunked_array(ids, pa.string()).combine_chunks()
         kept_content = pa.chunked_array(contents, pa.string()).combine_chunks()
+        values, frequencies = np.unique(pa.chunked_array(tokens, pa.int64()).to_numpy(), return_counts=True)
         staged = staged_group(staging, split, task)
         key = pc.binary_join_element_wise(staged.column(R.id), staged.column(CONTENT), "\x1f")
         wanted = pc.binary_join_element_wise(kept, kept_content, "\x1f")
@@ -134,10 +141,11 @@ def _write_groups(root: str, staging: str):
         with pq.ParquetWriter(str(path / FILE_NAME), SFT_RECORDS, compression="snappy") as writer:
             for start in range(0, max(table.num_rows, 1), ROWS_PER_GROUP):
                 writer.write_table(table.slice(start, ROWS_PER_GROUP), row_group_size=ROWS_PER_GROUP)
-        return pa.RecordBatch.from_pylist([{R.split: split, R.task: task, "rows": table.num_rows}], schema=WRITTEN)
+        return pa.RecordBatch.from_pylist([{R.split: split, R.task: task, "rows": table.num_rows,
+                                            TOKEN_VALUES: values.tolist(), TOKEN_FREQUENCIES: frequencies.tolist()}], schema=WRITTEN)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        key, ids, contents = None, [], []
+        key, ids, contents, tokens = None, [], [], []
         for batch in batches:
             splits, tasks = batch.column(R.split).to_pylist(), batch.column(R.task).to_pylist()
             start = 0
@@ -147,30 +155,61 @@ def _write_groups(root: str, staging: str):
                 group = (splits[start], tasks[start])
                 if group != key:
                     if key is not None:
-                        yield write_group(*key, ids, contents)
-                    key, ids, contents = group, [], []
+                        yield write_group(*key, ids, contents, tokens)
+                    key, ids, contents, tokens = group, [], [], []
                 ids.append(batch.column(R.id).slice(start, i - start))
                 contents.append(batch.column(CONTENT).slice(start, i - start))
+                tokens.append(batch.column(TOKENS).slice(start, i - start))
                 start = i
         if key is not None:
-            yield write_group(*key, ids, contents)
+            yield write_group(*key, ids, contents, tokens)
 
     return run
 
 
-def write_corpus(kept: DataFrame, staging: Path | str, root: Path | str, *, partitions: int) -> dict[str, dict[str, int]]:
-    """Write every (split, task) group of the kept KEYS rows from the staged records; returns task -> split -> rows."""
+def write_corpus(kept: DataFrame, staging: Path | str, root: Path | str, *, partitions: int):
+    """Write every (split, task) group of the kept KEYS rows from the staged records.
+
+    Returns (task -> split -> rows, task -> token statistics of its records: see :func:`token_stats`).
+    """
     root = Path(root)
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    ordered = kept.select(R.split, R.task, R.id, CONTENT).repartition(partitions, R.split, R.task).sortWithinPartitions(
+    ordered = kept.select(R.split, R.task, R.id, CONTENT, TOKENS).repartition(partitions, R.split, R.task).sortWithinPartitions(
         R.split, R.task, R.id, CONTENT)
     written = ordered.mapInArrow(_write_groups(str(root.resolve()), str(Path(staging).resolve())), to_spark(WRITTEN)).collect()
     counts: dict[str, dict[str, int]] = {}
+    histograms: dict[str, dict[int, int]] = {}
     for row in written:
         counts.setdefault(row[R.task], dict.fromkeys(SPLITS, 0))[row[R.split]] = row["rows"]
-    return dict(sorted(counts.items()))
+        histogram = histograms.setdefault(row[R.task], {})
+        for value, frequency in zip(row[TOKEN_VALUES], row[TOKEN_FREQUENCIES]):
+            histogram[value] = histogram.get(value, 0) + frequency
+    stats = {task: token_stats(h) for task, h in sorted(histograms.items()) if h}
+    return dict(sorted(counts.items())), stats
+
+
+def token_stats(histogram: dict[int, int]) -> dict[str, float]:
+    """mean, p50, p95 and max of token counts given as value -> records, exactly as Spark's ``avg`` and
+    ``percentile`` compute them over the records (linear interpolation between the closest ranks)."""
+    values = np.array(sorted(histogram), dtype=np.int64)
+    frequencies = np.array([histogram[v] for v in values.tolist()], dtype=np.int64)
+    ends = np.cumsum(frequencies)  # records with a value <= values[i]
+    n = int(ends[-1])
+
+    def at_rank(rank: int) -> float:
+        return float(values[np.searchsorted(ends, rank + 1)])
+
+    def percentile(p: float) -> float:
+        position = (n - 1) * p
+        lower, higher = math.floor(position), math.ceil(position)
+        low, high = at_rank(lower), at_rank(higher)
+        if higher == lower or low == high:
+            return low
+        return (higher - position) * low + (position - lower) * high
+
+    return {"mean": float(values @ frequencies) / n, "p50": percentile(0.5), "p95": percentile(0.95), "max": float(values[-1])}
 
 
 def read_corpus(spark, root: Path | str) -> DataFrame:

@@ -197,6 +197,30 @@ def test_staging_is_removed_and_token_stats_cover_every_task(loo_run):
     assert all(0 < s["p50"] <= s["p95"] <= s["max"] for s in stats.values())
 
 
+def test_token_stats_equal_spark_avg_and_exact_percentile_over_the_written_corpus(spark, loo_run, temporal_run):
+    """The writer's histograms give what Spark's avg / percentile / max give over the written records."""
+    from jobs.sft.transform import token_counts
+
+    for layout, result in (loo_run, temporal_run):
+        rows = token_counts(read_corpus(spark, layout.sft)).groupBy(R.task).agg(
+            F.mean("tokens").alias("mean"), F.percentile("tokens", F.lit(0.5)).alias("p50"),
+            F.percentile("tokens", F.lit(0.95)).alias("p95"), F.max("tokens").cast("double").alias("max")).collect()
+        expected = {r[R.task]: {k: r[k] for k in ("mean", "p50", "p95", "max")} for r in rows}
+        assert result.metrics["token_stats"] == expected
+
+
+@pytest.mark.parametrize("tokens", [[7], [3, 9], [5] * 19 + [40], [1, 2, 2, 3, 3, 3, 50, 51, 52, 1000]])
+def test_token_stats_of_a_histogram_equal_spark(spark, tokens):
+    from collections import Counter
+
+    from jobs.sft.write import token_stats
+
+    df = spark.createDataFrame([(t,) for t in tokens], "tokens long")
+    r = df.agg(F.mean("tokens").alias("mean"), F.percentile("tokens", F.lit(0.5)).alias("p50"),
+               F.percentile("tokens", F.lit(0.95)).alias("p95"), F.max("tokens").cast("double").alias("max")).first()
+    assert token_stats(dict(Counter(tokens))) == r.asDict()
+
+
 def test_token_counts_of_the_writer_equal_the_spark_definition(spark):
     """The stage counts tokens with pyarrow (RE2) as it builds; the card's definition is Spark's (Java) regex."""
     import pyarrow as pa
