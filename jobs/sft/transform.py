@@ -339,6 +339,12 @@ def _trending_rows(events: DataFrame, items: DataFrame, cfg: SftConfig, cutoffs:
             .select("_kind", F.col(core.CATEGORY).alias("_group"), "_r", *_ITEM_FIELDS))
 
 
+def _collect_ranked(rows: DataFrame) -> list:
+    """The (``_kind``, ``_group``, ``_r``, ...) rows, sorted on the driver: they are few (bounded by the
+    groups), and a Spark ``orderBy`` would cost a sampling job and a shuffle."""
+    return sorted(rows.collect(), key=lambda r: (r["_kind"], r["_group"], r["_r"]))
+
+
 def _grouped(rows, kind: str) -> dict[str, list]:
     out: dict[str, list] = {}
     for r in rows:
@@ -353,7 +359,7 @@ def lookup_tables(items: DataFrame, events: DataFrame, cfg: SftConfig, seed: int
     rows = _pool_rows(items, events, cfg, seed)
     if trend_cutoffs:
         rows = rows.unionByName(_trending_rows(events, items, cfg, trend_cutoffs))
-    collected = rows.orderBy("_kind", "_group", "_r").collect()
+    collected = _collect_ranked(rows)
     global_pool = _rows_to_items(items.withColumn("_h", F.xxhash64(F.col(core.ITEM_ID), F.lit(seed)))
                                  .orderBy("_h", core.ITEM_ID).limit(cfg.global_pool_size).collect())
     trends = {split: _grouped(collected, f"trend:{split}") for split in (trend_cutoffs or {})}
@@ -370,7 +376,7 @@ def candidate_pools(items: DataFrame, events: DataFrame, cfg: SftConfig, seed: i
 
 def trending(events: DataFrame, items: DataFrame, cfg: SftConfig, cutoffs: dict[str, int]) -> dict[str, dict[str, list]]:
     """split -> category -> items rising at that split's cutoff, from the events before it only."""
-    rows = _trending_rows(events, items, cfg, cutoffs).orderBy("_kind", "_group", "_r").collect()
+    rows = _collect_ranked(_trending_rows(events, items, cfg, cutoffs))
     return {split: _grouped(rows, f"trend:{split}") for split in cutoffs}
 
 
