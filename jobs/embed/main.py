@@ -1,8 +1,10 @@
 """Embed stage: catalog -> one normalised text embedding per item (layout.text_embeddings).
 
-Reads ``layout.catalog``; writes ``layout.text_embeddings`` (EMBEDDINGS, space="text"), refused
+Reads ``layout.catalog``, and the previous version's text embeddings when there is one (unchanged
+items keep their vectors); writes ``layout.text_embeddings`` (EMBEDDINGS, space="text"), refused
 items to ``layout.quarantine / "embed"`` (QUARANTINE) and new vectors to the incremental cache in
-``ctx.cache_dir / "embeddings"``. Rows in = rows out + rows quarantined, checked before returning.
+``ctx.cache_dir / "embeddings"`` (compacted when small files pile up). Rows in = rows out + rows
+quarantined, checked before returning.
 """
 
 from __future__ import annotations
