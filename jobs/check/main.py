@@ -141,7 +141,7 @@ def _nn_preservation(
 def _churn(ctx: StageContext, sids, catalog, notes: list[str]) -> dict[str, Any]:
     if ctx.previous_version is None:
         return {}
-    previous = RunLayout(Path(ctx.previous_version))
+    previous = ctx.previous_layout
     if not previous.sids.exists():
         notes.append(f"previous version {ctx.previous_version} has no sids table: churn skipped")
         return {}

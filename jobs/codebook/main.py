@@ -12,7 +12,6 @@ import logging
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from jobs.codebook.transform import embedding_space, frozen_drift, training_sample, validate_embeddings
 from jobs.common.io import read_table
@@ -39,9 +38,9 @@ def read_valid_embeddings(ctx: StageContext):
 
 
 def previous_codebook(ctx: StageContext) -> Codebook | None:
-    if ctx.previous_version is None:
+    if ctx.previous_layout is None:
         return None
-    path = Path(ctx.previous_version) / ctx.layout.codebook.name
+    path = ctx.previous_layout.codebook
     return Codebook.load(path) if (path / "codebook.json").is_file() else None
 
 
@@ -57,7 +56,7 @@ def decide_reuse(ctx: StageContext, df, space: dict, dim: int) -> tuple[Codebook
         prev.check_space(dim=dim, model_fingerprint=space["model_fingerprint"], space=space["space"])
     except CodebookMismatch as exc:
         return None, {"decision": "train", "reason": f"embedding space changed: {exc}", "previous_codebook_id": prev.codebook_id}
-    prev_sids_path = Path(ctx.previous_version) / ctx.layout.sids.name
+    prev_sids_path = ctx.previous_layout.sids
     prev_items = read_table(ctx.spark, prev_sids_path, SIDS).select(E.item_id) if prev_sids_path.exists() else None
     drift = frozen_drift(df, prev, previous_items=prev_items)
     exceeded = [

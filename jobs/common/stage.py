@@ -47,6 +47,11 @@ class StageContext:
     def seed(self) -> int:
         return self.config.seed
 
+    @property
+    def previous_layout(self) -> RunLayout | None:
+        """Where the previous published version keeps each stage's output, or None without one."""
+        return RunLayout(Path(self.previous_version)) if self.previous_version is not None else None
+
 
 @dataclass
 class StageResult:

@@ -43,14 +43,14 @@ class EmbeddingCache:
         """The live entry files (not retired by a compaction), sorted by name."""
         if not self.dir.is_dir():
             return []
-        retired = self._retired()
+        retired = self._retired(self._records())
         return sorted(p for p in self.dir.glob("*.parquet") if p.name not in retired)
 
     def _records(self) -> list[tuple[Path, dict]]:
         return [(p, json.loads(p.read_text())) for p in sorted(self.dir.glob(f"{RECORD_PREFIX}*.json"))]
 
-    def _retired(self) -> set[str]:
-        records = self._records()
+    @staticmethod
+    def _retired(records: list[tuple[Path, dict]]) -> set[str]:
         replaced = {name for _, r in records for name in r["replaced"]}
         # A merged file that happens to carry a retired file's name (same bytes) is live.
         return replaced - {name for _, r in records for name in r["merged_into"]}
@@ -130,10 +130,10 @@ class EmbeddingCache:
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed += 1
         records = self._records()
-        live = {name for _, r in records for name in r["merged_into"]}
+        retired = self._retired(records)
         for path, record in records:
             if now - path.stat().st_mtime > max_age_s:
-                for name in set(record["replaced"]) - live:
+                for name in retired.intersection(record["replaced"]):
                     (self.dir / name).unlink(missing_ok=True)
                 path.unlink()
                 removed += 1

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import sys
 import time
-from pathlib import Path
 
 from jobs.common.io import read_table, write_empty_table, write_table
 from jobs.common.stage import StageContext, StageResult, stage_main
@@ -49,9 +48,9 @@ def previous_vectors(ctx: StageContext, model_fingerprint: str):
     """The previous version's text vectors made by the same model and views, or None."""
     from pyspark.sql import functions as F
 
-    if ctx.previous_version is None:
+    if ctx.previous_layout is None:
         return None
-    path = Path(ctx.previous_version) / ctx.layout.text_embeddings.name
+    path = ctx.previous_layout.text_embeddings
     if not path.exists():
         return None
     return read_table(ctx.spark, path, EMBEDDINGS).filter(F.col(E.model_fingerprint) == model_fingerprint)

@@ -15,7 +15,6 @@ import hashlib
 import logging
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -189,7 +188,7 @@ def _reusable_model(ctx: StageContext, cfg: FuseConfig, text_fingerprint: str) -
         return None, {"decision": "fit", "reason": "no previous version"}
     if not cfg.reuse_previous:
         return None, {"decision": "fit", "reason": "fuse.reuse_previous is false"}
-    previous = FusionModel.load(Path(ctx.previous_version) / ctx.layout.fusion_model.name)
+    previous = FusionModel.load(ctx.previous_layout.fusion_model)
     if previous is None:
         return None, {"decision": "fit", "reason": "the previous version has no fusion model"}
     wanted = {"text_fingerprint": text_fingerprint, "space": cfg.space, "fusion": cfg.fusion}
@@ -201,7 +200,7 @@ def _reusable_model(ctx: StageContext, cfg: FuseConfig, text_fingerprint: str) -
 
 def _align_to_previous(ctx: StageContext, cfg: FuseConfig, collab_ids, collab, previous: FusionModel, decision: dict):
     """Rotate this snapshot's collaborative vectors into the previous version's basis, or give up reuse."""
-    prev_path = Path(ctx.previous_version) / ctx.layout.collab_embeddings.name
+    prev_path = ctx.previous_layout.collab_embeddings
     prev = read_table(ctx.spark, prev_path, EMBEDDINGS).select(E.item_id, E.embedding).orderBy(E.item_id).toPandas()
     if len(prev) == 0 or len(prev[E.embedding].iloc[0]) != collab.shape[1]:
         return collab, None, {"decision": "fit", "reason": f"{prev_path} is empty or of another width"}

@@ -13,7 +13,6 @@ import logging
 import shutil
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from pyspark.sql import functions as F
 
@@ -49,12 +48,12 @@ def _dump(obj) -> str:
 
 def load_previous(ctx: StageContext, codebook: Codebook):
     """(previous SIDs table or None, previous retired list). SIDs only count under the same codebook."""
-    if ctx.previous_version is None:
+    previous = ctx.previous_layout
+    if previous is None:
         return None, []
-    prev_dir = Path(ctx.previous_version)
-    retired_path = prev_dir / ctx.layout.sid_artifacts.name / "retired.json"
+    retired_path = previous.sid_artifacts / "retired.json"
     retired = json.loads(retired_path.read_text())["retired"] if retired_path.is_file() else []
-    sids_path = prev_dir / ctx.layout.sids.name
+    sids_path = previous.sids
     if not sids_path.exists():
         return None, retired
     prev = read_table(ctx.spark, sids_path, SIDS)
