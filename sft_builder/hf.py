@@ -45,8 +45,13 @@ def _content_fingerprint(parquet_root: Path | str, files: list[str], split: str)
 def write_dataset_dict(parquet_root: Path | str, out_dir: Path | str) -> dict[str, int]:
     """``save_to_disk`` the corpus at ``out_dir`` (replaced); returns rows per split. HF's cache lives in a
     temporary folder removed afterwards, never in the home folder."""
+    from datasets.utils import logging as hf_logging
+
     out_dir = Path(out_dir)
     cache = tempfile.mkdtemp(prefix="sidpipe-hf-")
+    # A batch job's log is no place for progress bars (one per split, twice)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         dd = load_corpus(parquet_root, cache_dir=cache)
         if out_dir.exists():
@@ -54,4 +59,6 @@ def write_dataset_dict(parquet_root: Path | str, out_dir: Path | str) -> dict[st
         dd.save_to_disk(str(out_dir))
         return {split: dd[split].num_rows for split in SPLITS}
     finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
         shutil.rmtree(cache, ignore_errors=True)

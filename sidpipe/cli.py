@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from jobs.common.logs import configure_logging
 from jobs.common.pipeline_config import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "samples" / "amazon_scientific"
@@ -151,8 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "run" else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # -v also lets the libraries' INFO through
+    configure_logging(
+        logging.INFO if args.verbose or args.command == "run" else logging.WARNING,
+        library_level=logging.INFO if args.verbose else logging.WARNING,
+    )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     return args.fn(args)

@@ -29,6 +29,7 @@ import yaml
 from jobs.common.config import hash_json
 from jobs.common.io import atomic_write_text, fingerprint_path
 from jobs.common.layout import RunLayout
+from jobs.common.logs import configure_logging
 from jobs.common.pipeline_config import REPO_ROOT, PipelineConfig, deep_merge
 from jobs.common.spark import get_session
 from jobs.common.stage import run_gate, GateFailed, Inputs, StageContext, StageResult, write_marker
@@ -437,7 +438,7 @@ def _main(argv: list[str] | None = None) -> int:
 
     from sidpipe.publish import read_markers
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     parser = argparse.ArgumentParser(prog="sidpipe-pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
     report = commands.add_parser("report", help="write the run report of a staged run")

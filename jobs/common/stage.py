@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jobs.common.layout import RunLayout
+from jobs.common.logs import configure_logging
 
 log = logging.getLogger("sidpipe")
 
@@ -119,7 +120,7 @@ def run_gate(stage: str, ctx: StageContext, result: StageResult) -> None:
 
 def stage_main(stage: str, fn: StageFn, argv: list[str] | None = None) -> int:
     """Entry point used by each ``jobs/<stage>/main.py`` under spark-submit or the CLI."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     parser = argparse.ArgumentParser(prog=f"sidpipe-{stage}")
     add_common_args(parser)
     args = parser.parse_args(argv)

@@ -23,6 +23,7 @@ from schemas.quarantine import C as Q
 from schemas.sft import SFT_RECORDS, SPLITS, TEST, TRAIN, VALIDATION
 from schemas.sft import C as R
 from schemas.sids import SIDS
+from sft_builder.hf import write_dataset_dict
 from sft_builder.validate import (
     HELD_OUT_ITEM_IN_TRAIN,
     TRAIN_USES_HELD_OUT_PERIOD,
@@ -184,6 +185,22 @@ def test_hf_round_trip_and_card(spark, loo_run, tmp_path):
     assert ds["test"].num_rows == result.counts["records_next_item_test"]
     assert set(ds["test"]["task"]) == {"next_item"} and set(ds["test"]["split"]) == {TEST}
     assert pq.read_schema(files["train"][0]).names == SFT_RECORDS.names
+
+
+@pytest.mark.parametrize("bars_on", [True, False])
+def test_hf_view_is_written_without_progress_bars_and_leaves_the_setting_alone(loo_run, tmp_path, capfd, bars_on):
+    from datasets.utils import logging as hf_logging
+
+    layout, result = loo_run
+    (hf_logging.enable_progress_bar if bars_on else hf_logging.disable_progress_bar)()
+    try:
+        rows = write_dataset_dict(layout.sft, tmp_path / "hf")
+        assert hf_logging.is_progress_bar_enabled() == bars_on
+    finally:
+        hf_logging.enable_progress_bar()
+    assert rows == {s: result.counts[f"records_{s}"] for s in SPLITS}
+    err = capfd.readouterr().err
+    assert "examples/s" not in err and "Saving the dataset" not in err, err[-500:]
 
 
 def test_staging_is_removed_and_token_stats_cover_every_task(loo_run):
