@@ -32,8 +32,10 @@ def _stderr(setup: str) -> str:
     [
         "from jobs.common.logs import configure_logging; configure_logging()",
         # what a stage's spark-submit runs before the stage (argument errors exit before any Spark work)
-        "from jobs.common import stage\n"
-        "try:\n    stage.stage_main('ingest', None, ['--bogus'])\nexcept SystemExit:\n    pass",
+        (
+            "from jobs.common import stage\n"
+            "try:\n    stage.stage_main('ingest', None, ['--bogus'])\nexcept SystemExit:\n    pass"
+        ),
     ],
     ids=["configure_logging", "stage_main"],
 )
