@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jobs.common.logs import configure_logging
 from jobs.common.pipeline_config import REPO_ROOT
+from jobs.common.spark import stop_active_session
 
 SAMPLE = REPO_ROOT / "samples" / "amazon_scientific"
 STAGE_NAMES = ("ingest", "embed", "fuse", "codebook", "sids", "check", "sft")
@@ -159,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    finally:
+        stop_active_session()
 
 
 if __name__ == "__main__":

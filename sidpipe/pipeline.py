@@ -448,7 +448,11 @@ def _main(argv: list[str] | None = None) -> int:
     plan = load_plan(args.plan_file)
     names = [s for s in args.stages.split(",") if s]
     results = {name: StageResult.from_dict(m) for name, m in read_markers(plan.run_dir, names).items()}
-    path = write_run_report(make_context(plan, get_session(plan.config.spark)), results)
+    spark = get_session(plan.config.spark)
+    try:
+        path = write_run_report(make_context(plan, spark), results)
+    finally:
+        spark.stop()
     print(json.dumps({"version": plan.version, "report": str(path)}))
     return 0
 

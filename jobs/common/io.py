@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -11,59 +12,124 @@ import pyarrow as pa
 from schemas.convert import to_spark
 
 
-def write_table(df, path: Path | str, schema: pa.Schema, *, partition_by: list[str] | None = None, num_files: int | None = None):
-    """Write a Spark DataFrame as Parquet, projecting and casting to ``schema`` first.
+# Row groups are cut once about this much Arrow data is buffered (Spark's own writer aims at 128 MB).
+ROW_GROUP_BYTES = 64 << 20
+_TMP_MARK = ".tmp-"
+WRITTEN_FILES = pa.schema([pa.field("file", pa.string()), pa.field("rows", pa.int64())])
 
-    Files are written sorted within partitions by the caller; ``num_files`` coalesces for small
-    tables so outputs are stable and readable (one file per table on the sample).
+
+def part_file(index: int) -> str:
+    return f"part-{index:05d}.snappy.parquet"
+
+
+def write_table(df, path: Path | str, schema: pa.Schema, *, num_files: int | None = None) -> None:
+    """Write a Spark DataFrame as Parquet files of ``schema``: the same rows in the same partitions give
+    the same bytes, in any process and on any master.
+
+    Each non-empty partition is written by pyarrow inside ``mapInArrow`` as ``part-<partition>.snappy.parquet``,
+    its rows in the order the caller sorted them (``num_files`` coalesces small tables: one file per
+    table on the sample). A task writes under a temporary name and renames when complete, so a retried
+    task replaces its own file. Spark's Parquet writer is not used because its bytes differ between
+    JVMs: parquet-java lists each column chunk's encodings out of an identity-hashed set, so two runs
+    (or a local and a cluster run) of the same rows disagree in every footer.
     """
+    import shutil
+
     spark_schema = to_spark(schema)
     ordered = df.select([df[f.name].cast(f.dataType).alias(f.name) for f in spark_schema.fields])
     if num_files:
         ordered = ordered.coalesce(num_files)
-    writer = ordered.write.mode("overwrite")
-    for column in _vector_columns(schema):
-        # Vectors never fit a dictionary: Parquet's writer would fill one per page, give up and write the
-        # page plain anyway. Skipping the attempt writes the same bytes, a quarter faster.
-        writer = writer.option(f"parquet.enable.dictionary#{column}.list.element", "false")
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    writer.parquet(str(path))
-    if "://" not in str(path):
-        canonicalize_part_files(Path(path))
+    path = Path(path).resolve()
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    written = ordered.mapInArrow(_partition_writer(str(path), schema), to_spark(WRITTEN_FILES)).collect()
+    for leftover in path.glob(f"*{_TMP_MARK}*"):  # a failed task attempt's partial file
+        leftover.unlink()
+    if not written:
+        _write_empty(path / part_file(0), schema)
 
 
-def _vector_columns(schema: pa.Schema) -> list[str]:
-    return [f.name for f in schema if pa.types.is_list(f.type) and pa.types.is_floating(f.type.value_type)]
+def _partition_writer(root: str, schema: pa.Schema):
+    def run(batches):
+        from pyspark import TaskContext
+
+        tc = TaskContext.get()
+        index, attempt = (tc.partitionId(), tc.attemptNumber()) if tc else (0, 0)
+        final = Path(root) / part_file(index)
+        tmp = final.with_name(f"{final.name}{_TMP_MARK}{attempt}")
+        pending, pending_bytes, rows, writer = [], 0, 0, None
+        try:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                pending.append(batch)
+                pending_bytes += batch.nbytes
+                rows += batch.num_rows
+                if pending_bytes >= ROW_GROUP_BYTES:
+                    writer = writer or _open_writer(tmp, schema)
+                    _write_row_group(writer, pa.Table.from_batches(pending), schema)
+                    pending, pending_bytes = [], 0
+            if pending:
+                writer = writer or _open_writer(tmp, schema)
+                _write_row_group(writer, pa.Table.from_batches(pending), schema)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is not None:
+            os.replace(tmp, final)
+            yield pa.RecordBatch.from_pylist([{"file": final.name, "rows": rows}], schema=WRITTEN_FILES)
+
+    return run
 
 
-def write_empty_table(spark, path: Path | str, schema: pa.Schema) -> None:
-    """The table :func:`write_table` writes for no rows; on a local path without a Spark job (a stage
-    that already counted its rows, e.g. an empty quarantine, skips a job's fixed cost)."""
-    if "://" in str(path):
-        write_table(spark.createDataFrame([], to_spark(schema)), path, schema, num_files=1)
-        return
-    import shutil
+def _file_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with nullable top-level columns, as Spark writes them: null checks belong to the
+    gates, which name the rows, not to a writer failing mid-task."""
+    return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+
+
+def _open_writer(path: Path, schema: pa.Schema):
+    import pyarrow.parquet as pq
+
+    return pq.ParquetWriter(str(path), _file_schema(schema), compression="snappy",
+                            use_dictionary=_dictionary_columns(schema))
+
+
+def _write_row_group(writer, table: pa.Table, schema: pa.Schema) -> None:
+    columns = [table.column(f.name).cast(f.type) for f in schema]
+    writer.write_table(pa.Table.from_arrays(columns, schema=_file_schema(schema)), row_group_size=table.num_rows)
+
+
+def _write_empty(path: Path, schema: pa.Schema) -> None:
+    _open_writer(path, schema).close()
+
+
+@functools.lru_cache(maxsize=None)
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Leaf column paths worth a dictionary: every one but float vectors, which never fit one (the
+    writer would fill a dictionary page, give up and write the rest plain anyway)."""
+    import io
 
     import pyarrow.parquet as pq
+
+    vectors = {f.name for f in schema if pa.types.is_list(f.type) and pa.types.is_floating(f.type.value_type)}
+    sink = io.BytesIO()
+    pq.write_table(schema.empty_table(), sink)
+    leaves = pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
+    return [leaves.column(i).path for i in range(len(leaves)) if leaves.column(i).path.split(".")[0] not in vectors]
+
+
+def write_empty_table(path: Path | str, schema: pa.Schema) -> None:
+    """The table :func:`write_table` writes for no rows, without a Spark job (a stage that already
+    counted its rows, e.g. an empty quarantine, skips a job's fixed cost)."""
+    import shutil
 
     path = Path(path)
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
-    pq.write_table(schema.empty_table(), path / "part-00000.snappy.parquet", compression="snappy")
-
-
-def canonicalize_part_files(path: Path) -> None:
-    """Give Spark's part files stable names (no job UUID) and drop its _SUCCESS/.crc side files,
-    so that the same data written twice is the same bytes under the same names."""
-    for leaf in sorted({p.parent for p in path.rglob("part-*")}):
-        parts = sorted(p for p in leaf.iterdir() if p.name.startswith("part-") and not p.name.endswith(".crc"))
-        for index, part in enumerate(parts):
-            suffix = "".join(part.suffixes[-2:]) if part.name.endswith(".snappy.parquet") else part.suffix
-            part.rename(leaf / f"part-{index:05d}{suffix}")
-    for side in list(path.rglob("*.crc")) + list(path.rglob("_SUCCESS")):
-        side.unlink()
+    _write_empty(path / part_file(0), schema)
 
 
 def read_table(spark, path: Path | str, schema: pa.Schema):

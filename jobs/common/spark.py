@@ -73,3 +73,16 @@ def get_session(cfg: SparkConfig | None = None, *, master: str | None = None):
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def stop_active_session() -> None:
+    """End this process's Spark application, if one started. Entry points call it on the way out, so a
+    cluster records the application as finished, not as lost with its driver (on local-cluster, a JVM
+    exiting with a live application makes its workers try to relaunch executors during shutdown)."""
+    if "pyspark" not in sys.modules:  # nothing started Spark (e.g. `sidpipe versions`)
+        return
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()

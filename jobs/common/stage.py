@@ -131,6 +131,8 @@ def stage_main(stage: str, fn: StageFn, argv: list[str] | None = None) -> int:
     except GateFailed as exc:
         log.error("gate failed in stage %s: %s", stage, exc)
         return 3
+    finally:
+        ctx.spark.stop()
     # The same hash the in-process runner records, so either runner resumes the other's run.
     result.metrics["_config_hash"] = ctx.config.stage_hash(stage)
     write_marker(ctx, stage, result)

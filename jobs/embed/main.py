@@ -80,7 +80,7 @@ def run(ctx: StageContext) -> StageResult:
             if summary["refused"]:
                 write_table(quarantine_rows(rendered), quarantine_path(ctx), QUARANTINE, num_files=1)
             else:
-                write_empty_table(spark, quarantine_path(ctx), QUARANTINE)
+                write_empty_table(quarantine_path(ctx), QUARANTINE)
 
         usable = usable_items(rendered)
         cache = EmbeddingCache(ctx.cache_dir / "embeddings", spec.fingerprint)
