@@ -1,7 +1,7 @@
 """Incremental embedding cache: vectors keyed by (encoder fingerprint, hash of the rendered text).
 
 Layout: ``<cache_dir>/embeddings/encoder=<fingerprint>/<content hash>.parquet`` (EMBEDDING_CACHE).
-Entries are only ever added, as new files named by their content: Spark writes them under a
+Entries are only ever added, as new files named by their content: Spark tasks write them under a
 ``_tmp-*`` folder (which readers ignore), then each finished file is moved in with one atomic rename.
 A run killed midway leaves either whole files (reused by the next run) or a stale temp folder (swept
 later); an existing file is never rewritten.
