@@ -51,3 +51,24 @@ def test_cli_verbose_lets_library_info_through():
     loud = _stderr("from sidpipe import cli; cli.main(['-v', 'versions', '/nonexistent-root'])")
     assert "Skipping registering function" not in quiet and "gate passed" not in quiet
     assert "Skipping registering function" in loud and "INFO sidpipe.check: gate passed" in loud
+
+
+@pytest.mark.parametrize(
+    ("setup", "chatter"),
+    [
+        # GX pins one of its loggers at INFO when imported; creating the gates' context used to log
+        ("from schemas.expectations._ge import gx_context; gx_context()", "INFO great_expectations"),
+        # each Spark worker that loads the model used to draw transformers' weight-loading bar
+        (
+            "from jobs.embed.config import EmbedConfig\n"
+            "from jobs.embed.encoder import EncoderSpec, TextEncoder\n"
+            "TextEncoder(EncoderSpec.from_config(EmbedConfig()))",
+            "Loading weights",
+        ),
+    ],
+    ids=["gate_context", "model_load"],
+)
+def test_libraries_that_force_their_own_output_stay_quiet(setup, chatter):
+    err = _stderr("from jobs.common.logs import configure_logging; configure_logging()\n" + setup)
+    assert "INFO sidpipe.check: gate passed" in err
+    assert chatter not in err, err[-2000:]

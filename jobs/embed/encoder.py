@@ -299,6 +299,7 @@ class TextEncoder:
     def __init__(self, spec: EncoderSpec):
         import torch
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
 
         if spec.threads and not spec.device.startswith("cuda"):
             # One Spark worker per core: more torch threads per worker only oversubscribe the cores.
@@ -306,6 +307,8 @@ class TextEncoder:
         if spec.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"embed.device is {spec.device!r} but this worker sees no CUDA device")
         self.spec = spec
+        # The workers' stderr is the job's log: no "Loading weights" bar from each of them
+        transformers_logging.disable_progress_bar()
         self.model = SentenceTransformer(spec.model_path, device=spec.device, local_files_only=True)
         if spec.max_seq_length is not None:
             self.model.max_seq_length = spec.max_seq_length

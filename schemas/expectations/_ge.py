@@ -10,6 +10,7 @@ values comes back to the driver.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +36,12 @@ def gx_context():
     if _CONTEXT is None:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx
+        from great_expectations.data_context.types import base
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        # GX pins this module's logger at INFO on import, past the WARNING every other library logs at
+        # (jobs.common.logs); it would announce a temp folder on every gate.
+        logging.getLogger(base.__name__).setLevel(logging.WARNING)
         _CONTEXT = gx.get_context(mode="ephemeral")
         _CONTEXT.variables.progress_bars = ProgressBarsConfig(globally=False)
     return _CONTEXT
