@@ -67,12 +67,13 @@ def get_session(cfg: SparkConfig | None = None, *, master: str | None = None):
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        # From the context's start (setLogLevel afterwards would let its INFO start-up lines through,
+        # some 40 in every spark-submit's Airflow task log)
+        .config("spark.log.level", "ERROR")
     )
     for key, value in cfg.extra.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    return builder.getOrCreate()
 
 
 def stop_active_session() -> None:

@@ -86,8 +86,9 @@ def test_airflow_dags_test_runs_the_snapshot_dag_and_publishes_once(tmp_path, is
     first = _airflow(env, "dags", "test", "sidpipe_snapshot", "-c", json.dumps(conf))
     log = first.stdout + first.stderr
     assert first.returncode == 0, log[-6000:]
-    # The stages' own progress reaches the task log; the libraries' INFO chatter does not.
+    # The stages' own progress reaches the task log; the libraries' and Spark's INFO chatter does not.
     assert "INFO sidpipe.check: gate ingest" in log and "Skipping registering function" not in log
+    assert "INFO BlockManager" not in log and "INFO Executor" not in log
 
     from sidpipe import publish as P
 
