@@ -68,6 +68,45 @@ def test_balance_prices_respect_capacity():
     assert counts.max() <= 20 and counts.sum() == 200
 
 
+def _prices_recomputing_every_choice(dist, capacity, prices, max_rounds):
+    """balance_prices as its docstring states it, with argmin(dist + prices) recomputed for all rows
+    each round: the incrementally tracked choices must give exactly these prices."""
+    k = dist.shape[1]
+    p, step = prices.copy(), 1e-3 * float(dist.std()) + 1e-12
+    for _ in range(max_rounds):
+        choice = (dist + p[None, :]).argmin(1)
+        counts = np.bincount(choice, minlength=k)
+        over = np.flatnonzero(counts > capacity)
+        if len(over) == 0:
+            break
+        for code in over[np.argsort(-counts[over], kind="stable")]:
+            members = np.flatnonzero(choice == code)
+            cost = dist[members] + p[None, :]
+            own = cost[:, code].copy()
+            cost[:, code] = np.inf
+            nxt = cost.argmin(1)
+            gap = cost[np.arange(len(members)), nxt] - own
+            ranked = np.argsort(gap, kind="stable")[: len(members) - capacity]
+            p[code] += gap[ranked[-1]] + step
+            choice[members[ranked]] = nxt[ranked]
+    return p
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_balance_prices_track_choices_exactly(ties):
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        # both sides of the size above which choices are tracked incrementally
+        n, k = int(rng.integers(20, 400) if trial % 4 < 2 else rng.integers(600, 1500)), int(rng.integers(4, 32))
+        dist = pairwise_sq_dist(rng.normal(size=(n, 3)) * rng.uniform(0.2, 3, size=(n, 1)), rng.normal(size=(k, 3)))
+        if ties:
+            dist = np.round(dist, 1)
+        capacity = int(np.ceil(n / k * rng.choice([1.0, 1.1])))
+        warm = rng.uniform(0, 0.5, size=k) * (trial % 2)
+        expected = _prices_recomputing_every_choice(dist, capacity, warm, 300)
+        np.testing.assert_array_equal(balance_prices(dist, capacity, prices=warm, max_rounds=300), expected)
+
+
 def test_save_load_roundtrip_is_byte_identical(rq, data, assert_round_trip):
     assert_round_trip(rq, data, "centroids.npy", rq.centroids + 1)
 
