@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
 import pytest
 
 from tokenizer.codebook import Codebook
-from tokenizer.kmeans import pairwise_sq_dist, prefix_prices
+from tokenizer.kmeans import balance_prices, exact_group_prices, pairwise_sq_dist, prefix_prices
 from tokenizer.metrics import collision_stats
 from tokenizer.train import fit
 
@@ -116,6 +117,55 @@ def test_prefix_prices_respect_capacity_inside_every_prefix():
     for k, c, v in zip(keys[:, 0], codes, values):
         extra[prefixes[:, 0] == k, c] += v
     np.testing.assert_array_equal((cost + extra).argmin(1), choice)
+
+
+def _least_total_cost(cost: np.ndarray, capacity: int) -> float:
+    """Brute force over every assignment of the rows to codes that respects the capacity."""
+    m, k = cost.shape
+    best = np.inf
+    for assignment in itertools.product(range(k), repeat=m):
+        if np.bincount(assignment, minlength=k).max() <= capacity:
+            best = min(best, cost[np.arange(m), assignment].sum())
+    return best
+
+
+@pytest.mark.parametrize("capacity", [1, 2])
+def test_exact_group_prices_reproduce_a_least_cost_assignment_with_the_smallest_prices(capacity):
+    rng = np.random.default_rng(3)
+    solved = 0
+    for _ in range(60):
+        k = 4
+        m = int(rng.integers(2, min(6, k * capacity + 1)))
+        cost = pairwise_sq_dist(rng.normal(size=(m, 3)) * 0.3, rng.normal(size=(k, 3)))
+        margin = 1e-6
+        prices = exact_group_prices(cost, capacity, margin=margin)
+        if prices is None:
+            continue
+        solved += 1
+        choice = (cost + prices.astype(np.float32)).argmin(1)
+        counts = np.bincount(choice, minlength=k)
+        assert counts.max() <= capacity
+        assert cost[np.arange(m), choice].sum() == pytest.approx(_least_total_cost(cost, capacity), abs=1e-9)
+        # every row ahead of its other codes by the margin; prices only on full codes, never negative
+        total = cost + prices
+        others = np.where(np.arange(k)[None, :] == choice[:, None], np.inf, total)
+        assert (others.min(1) - total[np.arange(m), choice] >= margin * (1 - 1e-6)).all()
+        assert (prices >= 0).all() and (prices[counts < capacity] == 0).all()
+        # the smallest such prices: lowering any positive price lets some row leave its code
+        for code in np.flatnonzero(prices):
+            lower = prices.copy()
+            lower[code] -= 2 * margin
+            assert ((cost + lower).argmin(1) != choice).any() or (lower[code] < 0)
+    assert solved >= 50
+
+
+def test_rows_too_alike_for_the_margin_go_to_the_auction():
+    rng = np.random.default_rng(4)
+    row = pairwise_sq_dist(rng.normal(size=(1, 3)), rng.normal(size=(6, 3)))
+    cost = np.concatenate([row, row + 1e-9 * rng.random(row.shape)])  # preferences apart by < the margin
+    assert exact_group_prices(cost, 1, margin=1e-6) is None
+    _, _, _, choice = prefix_prices(rng.normal(size=(2, 3)), cost, np.zeros((2, 1), np.int32))
+    np.testing.assert_array_equal(choice, (cost + balance_prices(cost, 1, max_rounds=20000)).argmin(1))
 
 
 def test_rqvae_exports_prefix_prices(dups):
