@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 _CHUNK = 8192
-# balance_prices tracks choices incrementally above this many rows
-_TRACK_MIN_ROWS = 512
 # margin by which exact_group_prices keeps each row's code ahead, relative to the group's cost spread
 _EXACT_MARGIN = 1e-6
 
@@ -51,15 +49,12 @@ def balance_prices(dist: np.ndarray, capacity: int, *, prices: np.ndarray | None
     as a full recomputation, 2x faster on 25k rows).
     """
     n, k = dist.shape
-    if capacity * k < n:
-        raise ValueError(f"capacity {capacity} x {k} codes cannot hold {n} points")
+    _require_room(n, k, capacity)
     p = np.zeros(k) if prices is None else np.array(prices, dtype=np.float64)
     # bid increment (as in the auction algorithm): without it two full codes can pass a row back and
     # forth, each raising its price by a vanishing amount, and never settle
     step = 1e-3 * float(dist.std()) + 1e-12
     choice = (dist + p[None, :]).argmin(1)
-    # a small problem (a prefix group) is recomputed whole: cheaper than tracking its few rows
-    track = n > _TRACK_MIN_ROWS
     for _ in range(max_rounds):
         counts = np.bincount(choice, minlength=k)
         full = np.flatnonzero(counts > capacity)
@@ -85,14 +80,15 @@ def balance_prices(dist: np.ndarray, capacity: int, *, prices: np.ndarray | None
             p[code] += raised_by
             choice[rows[leave]] = second[leave]
             # stayers whose margin the raise (about) used up may now prefer another code
-            if track:
-                recheck.append(rows[stay[margin[stay] <= raised_by * (1 + 1e-9) + 1e-12]])
-        if track:
-            rows = np.concatenate(recheck)
-            choice[rows] = (dist[rows] + p[None, :]).argmin(1)
-        else:
-            choice = (dist + p[None, :]).argmin(1)
+            recheck.append(rows[stay[margin[stay] <= raised_by * (1 + 1e-9) + 1e-12]])
+        rows = np.concatenate(recheck)
+        choice[rows] = (dist[rows] + p[None, :]).argmin(1)
     return p
+
+
+def _require_room(n: int, k: int, capacity: int) -> None:
+    if capacity * k < n:
+        raise ValueError(f"capacity {capacity} x {k} codes cannot hold {n} points")
 
 
 def exact_group_prices(cost: np.ndarray, capacity: int, *, margin: float) -> np.ndarray | None:
@@ -105,13 +101,12 @@ def exact_group_prices(cost: np.ndarray, capacity: int, *, margin: float) -> np.
     of "row i's code must cost at least ``margin`` more than code v's for i to stay" constraints. They
     are zero on codes with room left, as :func:`balance_prices`' are, and hold after rounding to
     float32 (the codebook stores them so): a group is a few rows, where the auction can bid for
-    thousands of rounds, and this takes a few hundred microseconds.
+    thousands of rounds, and this takes about 0.15 ms (the 2,682 groups of 25k items: 0.4 s).
     """
     from scipy.optimize import linear_sum_assignment
 
     m, k = cost.shape
-    if capacity * k < m:
-        raise ValueError(f"capacity {capacity} x {k} codes cannot hold {m} points")
+    _require_room(m, k, capacity)
     slots = np.repeat(np.arange(k), capacity)
     _, columns = linear_sum_assignment(cost[:, slots])
     assigned = slots[columns]

@@ -33,16 +33,11 @@ def write_table(df, path: Path | str, schema: pa.Schema, *, num_files: int | Non
     JVMs: parquet-java lists each column chunk's encodings out of an identity-hashed set, so two runs
     (or a local and a cluster run) of the same rows disagree in every footer.
     """
-    import shutil
-
     spark_schema = to_spark(schema)
     ordered = df.select([df[f.name].cast(f.dataType).alias(f.name) for f in spark_schema.fields])
     if num_files:
         ordered = ordered.coalesce(num_files)
-    path = Path(path).resolve()
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+    path = _fresh_dir(Path(path).resolve())
     written = ordered.mapInArrow(_partition_writer(str(path), schema), to_spark(WRITTEN_FILES)).collect()
     for leftover in path.glob(f"*{_TMP_MARK}*"):  # a failed task attempt's partial file
         leftover.unlink()
@@ -123,13 +118,17 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 def write_empty_table(path: Path | str, schema: pa.Schema) -> None:
     """The table :func:`write_table` writes for no rows, without a Spark job (a stage that already
     counted its rows, e.g. an empty quarantine, skips a job's fixed cost)."""
+    _write_empty(_fresh_dir(Path(path)) / part_file(0), schema)
+
+
+def _fresh_dir(path: Path) -> Path:
+    """``path`` as an empty folder: a table is overwritten whole."""
     import shutil
 
-    path = Path(path)
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
-    _write_empty(path / part_file(0), schema)
+    return path
 
 
 def read_table(spark, path: Path | str, schema: pa.Schema):

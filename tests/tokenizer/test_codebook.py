@@ -96,7 +96,7 @@ def _prices_recomputing_every_choice(dist, capacity, prices, max_rounds):
 def test_balance_prices_track_choices_exactly(ties):
     rng = np.random.default_rng(7)
     for trial in range(40):
-        # both sides of the size above which choices are tracked incrementally
+        # small groups and larger sets alike
         n, k = int(rng.integers(20, 400) if trial % 4 < 2 else rng.integers(600, 1500)), int(rng.integers(4, 32))
         dist = pairwise_sq_dist(rng.normal(size=(n, 3)) * rng.uniform(0.2, 3, size=(n, 1)), rng.normal(size=(k, 3)))
         if ties:

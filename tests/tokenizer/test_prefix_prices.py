@@ -168,6 +168,14 @@ def test_rows_too_alike_for_the_margin_go_to_the_auction():
     np.testing.assert_array_equal(choice, (cost + balance_prices(cost, 1, max_rounds=20000)).argmin(1))
 
 
+@pytest.mark.parametrize("solve", [exact_group_prices, balance_prices])
+def test_more_rows_than_the_codes_can_hold_is_refused(solve):
+    cost = np.random.default_rng(6).random((9, 4))  # 9 rows, 4 codes of capacity 2
+    kwargs = {"margin": 1e-6} if solve is exact_group_prices else {}
+    with pytest.raises(ValueError, match="capacity 2 x 4 codes cannot hold 9 points"):
+        solve(cost, 2, **kwargs)
+
+
 def test_rqvae_exports_prefix_prices(dups):
     settings = dict(levels=2, codebook_size=16, latent_dim=8, hidden=(32,), epochs=3, batch_size=128)
     cb = fit(dups, 5, method="rqvae", **settings)
