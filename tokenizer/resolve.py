@@ -148,6 +148,56 @@ def _reassign(frame, free, codes, sids, resolution, occupied, length, levels, k,
         resolution[i] = UNTOUCHED if new_last == codes[i][levels - 1] else RESOLUTION_REASSIGNED
 
 
+def resolve_groups(
+    frame: pd.DataFrame,
+    *,
+    method: str,
+    levels: int,
+    codebook_size: int,
+    length: int,
+    taken: Sequence[Sequence[int]] = (),
+    last_level_costs: Callable[[pd.DataFrame], np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """:func:`resolve_group` on every prefix group in ``frame`` (rows of any number of groups), in
+    item_id order. A group with nothing to resolve (no kept SID, no SID taken under its prefix, no
+    full code shared) keeps its raw codes, padded to ``length`` as :func:`resolve_group` pads them,
+    in one vectorised step: most groups of a large catalog are such, and the per-group call would
+    cost more than everything else.
+    """
+    if len(frame) == 0:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in ("item_id", "sid", "resolution")})
+    frame = frame.sort_values("item_id", kind="stable").reset_index(drop=True)
+    codes = np.stack([np.asarray(c, dtype=np.int64) for c in frame["codes"]])
+    kept_sids = frame["kept_sid"] if "kept_sid" in frame else pd.Series([None] * len(frame))
+    kept = kept_sids.notna().to_numpy()
+    # a kept item belongs to its kept SID's group (the same as its raw prefix unless its vector moved)
+    prefix = [tuple(int(v) for v in s[: levels - 1]) if k else tuple(c)
+              for s, k, c in zip(kept_sids, kept, codes[:, : levels - 1].tolist())]
+    taken_by_prefix: dict[tuple[int, ...], list] = {}
+    for s in taken:
+        taken_by_prefix.setdefault(tuple(int(v) for v in s[: levels - 1]), []).append(s)
+    shared = pd.DataFrame(codes).duplicated(keep=False).to_numpy()
+    busy_prefixes = {p for p, b in zip(prefix, shared | kept) if b} | set(taken_by_prefix)
+    busy = np.fromiter((p in busy_prefixes for p in prefix), dtype=bool, count=len(prefix))
+
+    idle = codes[~busy]
+    if method == "hybrid":
+        tail, resolution = np.full((len(idle), length - levels), -1), RESOLUTION_HYBRID
+    else:
+        tail, resolution = np.zeros((len(idle), length - levels), dtype=np.int64), UNTOUCHED
+    parts = [pd.DataFrame({"item_id": frame["item_id"][~busy].to_numpy(),
+                           "sid": np.concatenate([idle, tail], axis=1).tolist(),
+                           "resolution": [resolution] * len(idle)})]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in np.flatnonzero(busy):
+        groups.setdefault(prefix[i], []).append(int(i))
+    for key in sorted(groups):
+        parts.append(resolve_group(frame.iloc[groups[key]], method=method, levels=levels, codebook_size=codebook_size,
+                                   length=length, taken=taken_by_prefix.get(key, ()), last_level_costs=last_level_costs))
+    out = pd.concat(parts, ignore_index=True)
+    return out.sort_values("item_id", kind="stable", ignore_index=True)
+
+
 def resolve_all(
     frame: pd.DataFrame,
     *,
@@ -159,23 +209,13 @@ def resolve_all(
     last_level_costs: Callable[[pd.DataFrame], np.ndarray] | None = None,
     first_ordinal: int = 0,
 ) -> pd.DataFrame:
-    """Plain-Python resolution of a whole table (what the Spark job does per prefix group)."""
-    prefix = frame["codes"].map(lambda c: tuple(int(v) for v in c[: levels - 1]))
+    """Plain-Python resolution of a whole table (what the Spark job does per group of prefixes)."""
     if length is None:
+        prefix = frame["codes"].map(lambda c: tuple(int(v) for v in c[: levels - 1]))
         overflow = bool(prefix.value_counts().max() > codebook_size) if len(frame) else False
         length = sid_length(method, levels, overflow=overflow)
-    taken_by_prefix: dict[tuple[int, ...], list] = {}
-    for s in taken:
-        taken_by_prefix.setdefault(tuple(int(v) for v in s[: levels - 1]), []).append(s)
-    parts = []
-    for key in sorted(set(prefix)):
-        group = frame[prefix == key]
-        parts.append(
-            resolve_group(group, method=method, levels=levels, codebook_size=codebook_size, length=length,
-                          taken=taken_by_prefix.get(key, ()), last_level_costs=last_level_costs)
-        )
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["item_id", "sid", "resolution"])
-    out = out.sort_values("item_id", kind="stable").reset_index(drop=True)
+    out = resolve_groups(frame, method=method, levels=levels, codebook_size=codebook_size, length=length,
+                         taken=taken, last_level_costs=last_level_costs)
     if method == "hybrid":
         out = assign_item_ordinals(out, first_ordinal=first_ordinal)
     return out

@@ -25,19 +25,55 @@ def embedding_space(df: DataFrame) -> dict[str, Any]:
 
 
 def validate_embeddings(df: DataFrame, dim: int) -> None:
-    """Raise :class:`EmbeddingError` naming items whose vector is null, NaN/inf or not ``dim`` long."""
-    bad_value = F.exists(E.embedding, lambda v: F.isnan(v) | (F.abs(v) == F.lit(float("inf"))) | v.isNull())
-    checks = {
-        f"have the wrong dimension (expected {dim})": F.col(E.embedding).isNull() | (F.size(E.embedding) != dim),
-        "contain NaN or inf": bad_value,
-    }
-    for what, cond in checks.items():
-        bad = df.where(cond).select(E.item_id)
-        named = [r[0] for r in bad.orderBy(E.item_id).limit(MAX_NAMED).collect()]
-        if named:
-            total = bad.count()
-            more = f" (+{total - len(named)} more)" if total > len(named) else ""
-            raise EmbeddingError(f"{total} embeddings {what}: items {', '.join(named)}{more}")
+    """Raise :class:`EmbeddingError` naming items whose vector is null, NaN/inf or not ``dim`` long.
+
+    One pass over the table, checked in numpy on the Arrow batches (Spark's per-element ``exists``
+    took two passes and 10 s at 100k items); only the bad rows leave the workers.
+    """
+    from pyspark import StorageLevel
+
+    wrong_dim, not_finite = f"have the wrong dimension (expected {dim})", "contain NaN or inf"
+    problem = "problem"
+    bad = df.select(E.item_id, E.embedding).mapInArrow(
+        _bad_vectors(dim, wrong_dim, not_finite), f"{E.item_id} string, {problem} string"
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {r[problem]: r["count"] for r in bad.groupBy(problem).count().collect()}
+        for what in (wrong_dim, not_finite):  # a wrong dimension is reported first, as it hides the values
+            if counts.get(what):
+                total = counts[what]
+                named = [r[0] for r in bad.where(F.col(problem) == what).select(E.item_id).orderBy(E.item_id).limit(MAX_NAMED).collect()]
+                more = f" (+{total - len(named)} more)" if total > len(named) else ""
+                raise EmbeddingError(f"{total} embeddings {what}: items {', '.join(named)}{more}")
+    finally:
+        bad.unpersist()
+
+
+def _bad_vectors(dim: int, wrong_dim: str, not_finite: str):
+    """mapInArrow function: (item_id, problem) of each row whose vector is null, not ``dim`` long, or
+    holds a null, NaN or inf value."""
+
+    def find(batches):
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        for batch in batches:
+            ids, vectors = batch.column(0), batch.column(1)
+            wrong = pc.fill_null(pc.not_equal(pc.list_value_length(vectors), dim), True).to_numpy(zero_copy_only=False)
+            # null elements come out of to_numpy as NaN, so they are caught with NaN and inf
+            values = pc.list_flatten(vectors).to_numpy(zero_copy_only=False)
+            rows = pc.list_parent_indices(vectors).to_numpy(zero_copy_only=False)
+            nonfinite = np.zeros(len(wrong), dtype=bool)
+            nonfinite[rows[~np.isfinite(values)]] = True
+            nonfinite &= ~wrong
+            if wrong.any() or nonfinite.any():
+                picked = np.flatnonzero(wrong | nonfinite)
+                yield pa.RecordBatch.from_arrays(
+                    [ids.take(picked), pa.array(np.where(wrong[picked], wrong_dim, not_finite))], [E.item_id, "problem"]
+                )
+
+    return find
 
 
 def training_sample(df: DataFrame, *, max_items: int, seed: int) -> DataFrame:

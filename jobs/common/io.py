@@ -22,7 +22,9 @@ def part_file(index: int) -> str:
     return f"part-{index:05d}.snappy.parquet"
 
 
-def write_table(df, path: Path | str, schema: pa.Schema, *, num_files: int | None = None) -> None:
+def write_table(
+    df, path: Path | str, schema: pa.Schema, *, num_files: int | None = None, sort_by: tuple[str, ...] = ()
+) -> None:
     """Write a Spark DataFrame as Parquet files of ``schema``: the same rows in the same partitions give
     the same bytes, in any process and on any master.
 
@@ -32,13 +34,30 @@ def write_table(df, path: Path | str, schema: pa.Schema, *, num_files: int | Non
     task replaces its own file. Spark's Parquet writer is not used because its bytes differ between
     JVMs: parquet-java lists each column chunk's encodings out of an identity-hashed set, so two runs
     (or a local and a cluster run) of the same rows disagree in every footer.
+
+    ``sort_by`` (columns with unique values) orders the rows across the files. A global ``orderBy``
+    first runs a sampling job over the whole plan to find range bounds, so every Python UDF upstream
+    would run twice: one file is instead one shuffled partition sorted in place (no sampling), and
+    for more files the sorted input is persisted while the sampling job and the write read it.
     """
     spark_schema = to_spark(schema)
     ordered = df.select([df[f.name].cast(f.dataType).alias(f.name) for f in spark_schema.fields])
+    persisted = None
+    if sort_by and num_files == 1:
+        ordered = ordered.repartition(1).sortWithinPartitions(*sort_by)
+    elif sort_by:
+        from pyspark import StorageLevel
+
+        persisted = ordered.persist(StorageLevel.MEMORY_AND_DISK)
+        ordered = persisted.orderBy(*sort_by)
     if num_files:
         ordered = ordered.coalesce(num_files)
     path = _fresh_dir(Path(path).resolve())
-    written = ordered.mapInArrow(_partition_writer(str(path), schema), to_spark(WRITTEN_FILES)).collect()
+    try:
+        written = ordered.mapInArrow(_partition_writer(str(path), schema), to_spark(WRITTEN_FILES)).collect()
+    finally:
+        if persisted is not None:
+            persisted.unpersist()
     for leftover in path.glob(f"*{_TMP_MARK}*"):  # a failed task attempt's partial file
         leftover.unlink()
     if not written:

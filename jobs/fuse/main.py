@@ -83,7 +83,7 @@ def run(ctx: StageContext) -> StageResult:
                       E.text_hash: None, E.model_fingerprint: collab_fingerprint}),
         schema=to_spark(EMBEDDINGS),
     )
-    write_table(collab_df.orderBy(E.item_id), layout.collab_embeddings, EMBEDDINGS, num_files=cfg.output_files)
+    write_table(collab_df, layout.collab_embeddings, EMBEDDINGS, num_files=cfg.output_files, sort_by=(E.item_id,))
     collab_df = read_table(spark, layout.collab_embeddings, EMBEDDINGS)
 
     # 2. Driver sample: text vectors of items with interactions (training) plus the evaluation sample.
@@ -137,7 +137,7 @@ def run(ctx: StageContext) -> StageResult:
                 fusion=cfg.fusion, fitted_in=previous.fitted_in if previous else ctx.snapshot_id).save(layout.fusion_model)
     joined = T.attach_collab(text_df, collab_df)
     out = T.project_space(joined, space=cfg.space, fusion=cfg.fusion, weights=weights, fingerprint=fingerprint)
-    write_table(out.orderBy(E.item_id), layout.embeddings, EMBEDDINGS, num_files=cfg.output_files)
+    write_table(out, layout.embeddings, EMBEDDINGS, num_files=cfg.output_files, sort_by=(E.item_id,))
     n_out = read_table(spark, layout.embeddings, EMBEDDINGS).count()
     timings["write_space_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started

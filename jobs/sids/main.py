@@ -109,7 +109,7 @@ def run(ctx: StageContext) -> StageResult:
     table = coded.select(S.item_id, S.codes, E.text_hash).join(resolved, S.item_id, "inner")
     table = render_tokens(table, fmt).withColumn(S.codebook_id, F.lit(codebook.codebook_id))
     table = table.withColumn(S.resolution, F.when(F.col(S.resolution).isNotNull(), F.col(S.resolution)))
-    write_table(table.orderBy(S.item_id), ctx.layout.sids, SIDS, num_files=cfg.output_files)
+    write_table(table, ctx.layout.sids, SIDS, num_files=cfg.output_files, sort_by=(S.item_id,))
     sids = read_table(spark, ctx.layout.sids, SIDS).cache()
 
     # -- gates: every item has exactly one SID, fixed length, injective ---------------------------
@@ -225,7 +225,8 @@ def write_artifacts(ctx: StageContext, sids, codebook: Codebook, fmt, retired: l
     atomic_write_text(out / "retired.json", _dump({"format": ARTIFACT_FORMAT, "retired": retired}))
     catalog = read_table(ctx.spark, ctx.layout.catalog, CATALOG)
     prefix_levels = [lv for lv in (1, 2) if lv <= levels]
-    agg = glossary_aggregates(sids, catalog, prefix_levels=prefix_levels, examples=cfg.glossary_examples)
+    agg = glossary_aggregates(sids, catalog, prefix_levels=prefix_levels, examples=cfg.glossary_examples,
+                              top_terms=cfg.glossary_top_terms)
     glossary = build_glossary(agg, render_prefix=replace(fmt, hybrid=False).render, top_terms=cfg.glossary_top_terms)
     glossary["codebook_id"] = codebook.codebook_id
     atomic_write_text(out / "glossary.json", _dump(glossary))

@@ -11,6 +11,7 @@ from schemas.sids import C as S
 from tokenizer.glossary import STOPWORDS, TERM_PATTERN
 
 PREFIX = "_prefix"
+BUCKET = "_bucket"
 KEPT = "kept_sid"
 
 
@@ -20,7 +21,7 @@ def with_prefix(df: DataFrame, column: str, levels: int) -> DataFrame:
 
 
 def resolve(current: DataFrame, taken: DataFrame, codebook, *, method: str, length: int) -> DataFrame:
-    """Resolve collisions per prefix group (cogroup of current items and taken SIDs).
+    """Resolve collisions per prefix group (cogroup of current items and taken SIDs, by level-1 code).
 
     ``current``: item_id, codes, kept_sid (nullable), embedding. ``taken``: sid (retired SIDs).
     Returns item_id, sid, resolution; hybrid item ordinals are filled by :func:`fill_item_ordinals`.
@@ -28,7 +29,7 @@ def resolve(current: DataFrame, taken: DataFrame, codebook, *, method: str, leng
     import numpy as np
     import pandas as pd
 
-    from tokenizer.resolve import resolve_group
+    from tokenizer.resolve import resolve_groups
 
     levels, k = codebook.levels, codebook.codebook_size
     bc = current.sparkSession.sparkContext.broadcast(codebook)
@@ -49,8 +50,8 @@ def resolve(current: DataFrame, taken: DataFrame, codebook, *, method: str, leng
         if len(cur) == 0:
             # object dtype: an empty list column must not be inferred as float64 (Arrow cannot make list<int> of it)
             return pd.DataFrame({c: pd.Series([], dtype=object) for c in (S.item_id, S.sid, S.resolution)})
-        out = resolve_group(cur, method=method, levels=levels, codebook_size=k, length=length,
-                            taken=[list(s) for s in tk[S.sid]] if len(tk) else (), last_level_costs=costs)
+        out = resolve_groups(cur, method=method, levels=levels, codebook_size=k, length=length,
+                             taken=[list(s) for s in tk[S.sid]] if len(tk) else (), last_level_costs=costs)
         out[S.sid] = [np.asarray(s, dtype=np.int32) for s in out[S.sid]]
         return out
 
@@ -58,7 +59,11 @@ def resolve(current: DataFrame, taken: DataFrame, codebook, *, method: str, leng
     # kept items are grouped by their kept SID's prefix (equal to the raw prefix under a frozen codebook)
     cur = cur.withColumn(PREFIX, F.coalesce(F.slice(KEPT, 1, levels - 1), F.col(PREFIX))) if levels > 1 else cur
     tk = with_prefix(taken, S.sid, levels)
-    return cur.groupBy(PREFIX).cogroup(tk.groupBy(PREFIX)).applyInPandas(fn, schema)
+    # One pandas call per level-1 code, each resolving all its prefix groups: a call per prefix group
+    # (up to K^(L-1) of them) cost more than the resolution itself (24 of 84 s at 100k items).
+    bucket = F.element_at(PREFIX, 1) if levels > 1 else F.lit(0)
+    return (cur.withColumn(BUCKET, bucket).groupBy(BUCKET)
+            .cogroup(tk.withColumn(BUCKET, bucket).groupBy(BUCKET)).applyInPandas(fn, schema))
 
 
 def max_group_size(current: DataFrame, taken: DataFrame, levels: int) -> int:
@@ -93,8 +98,15 @@ def render_tokens(df: DataFrame, fmt) -> DataFrame:
     return df.mapInPandas(render, out_schema)
 
 
-def glossary_aggregates(sids: DataFrame, catalog: DataFrame, *, prefix_levels: list[int], examples: int) -> dict:
-    """The aggregate tables of :func:`tokenizer.glossary.build_glossary`, computed in Spark (small to collect)."""
+def glossary_aggregates(sids: DataFrame, catalog: DataFrame, *, prefix_levels: list[int], examples: int, top_terms: int) -> dict:
+    """The aggregate tables of :func:`tokenizer.glossary.build_glossary`, computed in Spark, cut to
+    what the glossary can use so that what reaches the driver grows with the number of prefixes, not
+    of items: per prefix the dominant category and the best-scoring terms.
+
+    Terms are scored here as ``build_glossary`` scores them (share of the prefix's items x IDF, after
+    its single-item rule) and the best ``2 * top_terms`` kept; the driver re-ranks them exactly, so a
+    last-bit difference between Spark's and Python's logarithm cannot change the glossary.
+    """
     items = sids.select(S.item_id, S.sid).join(catalog.select(CAT.item_id, CAT.title, CAT.category_path), S.item_id, "left")
     stop = F.array(*[F.lit(w) for w in sorted(STOPWORDS)])
     terms = F.array_distinct(F.filter(F.regexp_extract_all(F.lower(F.coalesce(CAT.title, F.lit(""))), F.lit(TERM_PATTERN), 0),
@@ -102,27 +114,44 @@ def glossary_aggregates(sids: DataFrame, catalog: DataFrame, *, prefix_levels: l
     items = items.withColumn("_terms", terms).withColumn("_cat", F.concat_ws(" > ", F.coalesce(CAT.category_path, F.array().cast("array<string>"))))
     levelled = items.withColumn("level", F.explode(F.array(*[F.lit(lv) for lv in prefix_levels])))
     levelled = levelled.withColumn("prefix", F.expr(f"slice({S.sid}, 1, level)")).cache()
-    sizes = levelled.groupBy("level", "prefix").agg(F.count("*").alias("item_count"))
-    term_counts = levelled.select("level", "prefix", F.explode("_terms").alias("term")).groupBy("level", "prefix", "term").count()
-    cats = levelled.groupBy("level", "prefix", F.col("_cat").alias("category")).count()
-    w = Window.partitionBy("level", "prefix").orderBy(S.item_id)
-    ex = levelled.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= examples).select(
-        "level", "prefix", S.item_id, F.coalesce(CAT.title, F.lit("")).alias("title"))
+    n_items = items.count()
+    group = ["level", "prefix"]
+    sizes = levelled.groupBy(*group).agg(F.count("*").alias("item_count"))
     doc_freq = items.select(F.explode("_terms").alias("term")).groupBy("term").agg(F.count("*").alias("doc_freq"))
+    term_counts = (
+        levelled.select(*group, F.explode("_terms").alias("term")).groupBy(*group, "term").count()
+        .join(sizes, group).join(doc_freq, "term")
+        .where((F.col("item_count") == 1) | (F.col("count") >= 2))
+        .withColumn("_score", F.col("count") / F.col("item_count") * F.log(F.lit(float(n_items)) / F.col("doc_freq")))
+        .withColumn("_rank", F.row_number().over(Window.partitionBy(*group).orderBy(F.col("_score").desc(), "term")))
+        .where(F.col("_rank") <= 2 * top_terms)
+        .select(*group, "term", "count", "doc_freq")
+        .cache()
+    )
+    cats = (
+        levelled.groupBy(*group, F.col("_cat").alias("category")).count()
+        .withColumn("_rank", F.row_number().over(Window.partitionBy(*group).orderBy(F.col("count").desc(), "category")))
+        .where(F.col("_rank") == 1).drop("_rank")
+    )
+    w = Window.partitionBy(*group).orderBy(S.item_id)
+    ex = levelled.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= examples).select(
+        *group, S.item_id, F.coalesce(CAT.title, F.lit("")).alias("title"))
 
     def pdf(d: DataFrame, order: list[str]):
-        p = d.orderBy(*order).toPandas()
+        # small tables: sorted on the driver, which saves the sampling job of a Spark orderBy
+        p = d.toPandas()
         if "prefix" in p:
             p["prefix"] = p["prefix"].map(lambda a: tuple(int(v) for v in a))
-        return p
+        return p.sort_values(order, kind="stable", ignore_index=True)
 
     out = {
         "sizes": pdf(sizes, ["level", "prefix"]),
-        "term_counts": pdf(term_counts, ["level", "prefix", "term"]),
+        "term_counts": pdf(term_counts.drop("doc_freq"), ["level", "prefix", "term"]),
         "category_counts": pdf(cats, ["level", "prefix", "category"]),
         "examples": pdf(ex, ["level", "prefix", S.item_id]),
-        "doc_freq": pdf(doc_freq, ["term"]),
-        "items": items.count(),
+        "doc_freq": pdf(term_counts.select("term", "doc_freq").distinct(), ["term"]),
+        "items": n_items,
     }
+    term_counts.unpersist()
     levelled.unpersist()
     return out

@@ -62,6 +62,7 @@ def check_stage_outputs(ctx, cb_result, result, method):
     assert all(e["example_titles"] for e in level1)
     # some sample items have no category path, so a small group may have none as its dominant path
     assert sum(bool(e["category_path"]) for e in level1) >= 0.8 * len(level1)
+    assert glossary == plain_glossary(ctx, sids, glossary["codebook_id"])
     m = result.metrics
     assert m["raw_colliding_items"] >= 0 and m["level1_used"] <= 32
     if method == "hybrid":
@@ -72,6 +73,20 @@ def check_stage_outputs(ctx, cb_result, result, method):
         moved = [r for r in sids if r["resolution"] == "reassigned"]
         assert all(list(r["sid"][:2]) == list(r["codes"][:2]) and r["sid"][2] != r["codes"][2] for r in moved)
         assert m["raw_colliding_items"] == 0 or moved
+
+
+def plain_glossary(ctx, sids: list[dict], codebook_id: str) -> dict:
+    """The glossary of the same SIDs and catalog by the plain-Python aggregates (every term kept)."""
+    import pandas as pd
+
+    from tokenizer.glossary import aggregates_from_items, build_glossary
+
+    cfg = ctx.config.sids
+    catalog = pq.read_table(ctx.layout.catalog, columns=["item_id", "title", "category_path"]).to_pandas()
+    items = pd.DataFrame(sids)[["item_id", "sid"]].merge(catalog, on="item_id", how="left")
+    glossary = build_glossary(aggregates_from_items(items, prefix_levels=(1, 2), examples=cfg.glossary_examples),
+                              render_prefix=TokenFormat().render, top_terms=cfg.glossary_top_terms)
+    return json.loads(json.dumps({**glossary, "codebook_id": codebook_id}))
 
 
 def test_rerun_is_byte_identical_and_frozen_rerun_keeps_sids(spark, tmp_path):
@@ -106,7 +121,8 @@ def test_rerun_is_byte_identical_and_frozen_rerun_keeps_sids(spark, tmp_path):
 
 def test_hybrid_stage(spark, tmp_path):
     rows, emb = sample_items()
-    ctx = make_ctx(spark, tmp_path / "h", overrides={"sids": {"resolution": "hybrid"}})
+    # few glossary terms: the Spark-side cut to the best 2 x top_terms per prefix is exercised
+    ctx = make_ctx(spark, tmp_path / "h", overrides={"sids": {"resolution": "hybrid", "glossary_top_terms": 2}})
     write_inputs(spark, ctx.layout, rows[:300], emb[:300])
     check_stage_outputs(ctx, *run_both(ctx), "hybrid")
 
@@ -138,3 +154,23 @@ def test_force_retrain_and_bad_inputs(spark, tmp_path):
     shutil.copytree(ctx.layout.codebook, other.layout.codebook)
     with pytest.raises(CodebookMismatch, match="fingerprint"):
         run_sids(other)
+
+
+def test_validate_embeddings_names_each_kind_of_bad_vector(spark):
+    from jobs.codebook.transform import validate_embeddings
+
+    def table(vectors):  # a null vector cannot be written as EMBEDDINGS, but a foreign table may hold one
+        return spark.createDataFrame([(f"i{n:02d}", v) for n, v in enumerate(vectors)], "item_id string, embedding array<float>")
+
+    good = [0.6, 0.8, 0.0]
+    validate_embeddings(table([good] * 5), 3)  # clean: no error
+
+    bad_values = [good] * 14 + [[0.6, float("nan"), 0.0], [float("inf"), 0.0, 0.0], [0.6, None, 0.0]]
+    with pytest.raises(EmbeddingError, match=r"^3 embeddings contain NaN or inf: items i14, i15, i16$"):
+        validate_embeddings(table(bad_values), 3)
+
+    # a wrong dimension (or no vector) is reported before NaN, 10 items named in id order, then a count
+    wrong = [[0.6, 0.8]] * 11 + [None, good, [float("nan")] * 3]
+    with pytest.raises(EmbeddingError, match=r"^12 embeddings have the wrong dimension \(expected 3\): "
+                                             r"items i00, i01, .*, i09 \(\+2 more\)$"):
+        validate_embeddings(table(wrong), 3)

@@ -8,7 +8,7 @@ import pytest
 
 from tokenizer.glossary import aggregates_from_items, build_glossary, describe_sid
 from tokenizer.render import TokenFormat
-from tokenizer.resolve import ResolutionOverflow, resolve_all
+from tokenizer.resolve import ResolutionOverflow, resolve_all, resolve_group, resolve_groups
 from tokenizer.trie import allowed_next, build_trie, lookup
 
 K = 4
@@ -73,6 +73,39 @@ def test_reassign_overflow_with_fixed_length_is_an_error():
     codes = {f"i{n}": [0, 0, 0] for n in range(6)}
     with pytest.raises(ResolutionOverflow):
         resolve_all(frame(codes), method="reassign", levels=3, codebook_size=K, length=3, last_level_costs=lambda r: np.zeros((len(r), K)))
+
+
+@pytest.mark.parametrize("method,length", [("reassign", 3), ("reassign", 4), ("disambiguation", 4), ("hybrid", 4)])
+def test_many_groups_at_once_match_one_group_at_a_time(method, length):
+    """resolve_groups (the Spark job's and resolve_all's path, idle groups vectorised) gives what
+    resolve_group gives group by group, with shared codes, kept and taken SIDs in some groups."""
+    rng = np.random.default_rng(length)
+    k = 6
+    costs = {}
+    for trial in range(20):
+        n = int(rng.integers(1, 60))
+        codes = {f"i{trial}-{j:02d}": [int(v) for v in rng.integers(0, [3, 2, k])] for j in range(n)}
+        costs.update({i: rng.random(k) for i in codes})
+        pad = [0] * (length - 3) if method != "hybrid" else [7] * (length - 3)
+        ids = sorted(codes)
+        kept = {i: codes[i] + pad for i in ids[:: 9] if sum(c[:2] == codes[i][:2] for c in codes.values()) < k}
+        taken = [list(codes[ids[-1]][:2]) + [int(rng.integers(0, k))] + pad] if n > 3 else []
+        table = frame(codes, kept)
+        settings = dict(method=method, levels=3, codebook_size=k, length=length,
+                        last_level_costs=lambda rows: np.array([costs[i] for i in rows["item_id"]]))
+        try:
+            expected = pd.concat(
+                [resolve_group(g, taken=[t for t in taken if t[:2] == list(key)], **settings)
+                 for key, g in table.groupby(table["codes"].map(lambda c: tuple(c[:2])))], ignore_index=True
+            ).sort_values("item_id", ignore_index=True)
+        except ResolutionOverflow:
+            with pytest.raises(ResolutionOverflow):
+                resolve_groups(table, taken=taken, **settings)
+            continue
+        got = resolve_groups(table, taken=taken, **settings)
+        assert got["item_id"].tolist() == expected["item_id"].tolist()
+        assert [list(map(int, s)) for s in got["sid"]] == [list(map(int, s)) for s in expected["sid"]]
+        assert got["resolution"].tolist() == expected["resolution"].tolist()
 
 
 def test_render_parse_and_special_tokens():
