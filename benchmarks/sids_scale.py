@@ -143,7 +143,7 @@ def run_size(spark, base: Path, n: int, vectors: np.ndarray, items: list[dict], 
     row["faiss_compute_codes_seconds"] = time.perf_counter() - started
     row["sids_items_per_s"] = n / row["sids_seconds"]
     row["ratio_sids_stage_over_bare_encode"] = row["bare_encode_seconds"] / row["sids_seconds"]
-    row["raw_collision_rate"] = row["sids_metrics"].get("collision_rate_raw")
+    row["raw_collision_rate"] = row["sids_metrics"].get("raw_collision_rate")
     return row
 
 
