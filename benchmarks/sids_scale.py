@@ -13,7 +13,7 @@ vectors. Reported: seconds per stage, items/s, the sids stage against the bare `
 (the stage also resolves collisions, renders tokens, writes the table and the trie, glossary and
 token artifacts), and the driver's peak RSS (what is collected to the driver).
 
-    .venv/bin/python benchmarks/sids_scale.py [--items 100000 1000000] [--partitions 8]
+    .venv/bin/python benchmarks/sids_scale.py [--items 100000 1000000] [--files 8] [--max-train-items N]
 
 Needs the sample's text vectors (``sid_quality.load_embeddings``: computed once and cached).
 Prints a table and writes benchmarks/results/sids_scale.json.
@@ -101,7 +101,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_size(spark, base: Path, n: int, vectors: np.ndarray, items: list[dict], files: int) -> dict:
+def run_size(spark, base: Path, n: int, vectors: np.ndarray, items: list[dict], files: int, overrides: dict) -> dict:
     import faiss
 
     from jobs.check.main import run as run_check
@@ -117,7 +117,7 @@ def run_size(spark, base: Path, n: int, vectors: np.ndarray, items: list[dict], 
     ctx = StageContext(
         spark=spark,
         layout=layout,
-        config=PipelineConfig.load(),
+        config=PipelineConfig.load(overrides=overrides),
         inputs=Inputs("", ""),
         snapshot_id=f"scale-{n}",
         cache_dir=base / "cache",
@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--files", type=int, default=8, help="Parquet files per input table")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-train-items", type=int, default=None,
+                        help="codebook.max_train_items (default: the config's 200,000)")
     parser.add_argument("--embeddings-dir", type=Path, default=Path("/tmp"), help="where the sample vectors are cached")
     args = parser.parse_args(argv)
 
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for n in args.items:
-            rows.append(run_size(spark, base, n, scaled_embeddings(base_vectors, n, args.seed), items, args.files))
+            overrides = {"codebook": {"max_train_items": args.max_train_items}} if args.max_train_items else {}
+            rows.append(run_size(spark, base, n, scaled_embeddings(base_vectors, n, args.seed), items, args.files, overrides))
     finally:
         shutil.rmtree(base, ignore_errors=True)
         spark.stop()

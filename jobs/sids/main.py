@@ -72,7 +72,7 @@ def run(ctx: StageContext) -> StageResult:
     levels, k = codebook.levels, codebook.codebook_size
     fmt = cfg.token_format()
 
-    coded = encode_codes(df, codebook, keep=(E.text_hash, E.embedding)).cache()
+    coded = encode_codes(df, codebook, keep=(E.text_hash,)).cache()
     n_items = coded.count()
 
     prev, retired = load_previous(ctx, codebook)
@@ -102,7 +102,8 @@ def run(ctx: StageContext) -> StageResult:
         raise ResolutionOverflow(f"a prefix group now exceeds {k} items, so SIDs would need {needed} levels but the frozen SIDs have {length}: retrain the codebook")
     taken = taken.where(F.size(S.sid) == length)
 
-    resolved = resolve(current.select(S.item_id, S.codes, KEPT, E.embedding), taken, codebook, method=method, length=length)
+    resolved = resolve(current.select(S.item_id, S.codes, KEPT), taken, codebook, method=method, length=length,
+                       vectors=df.select(E.item_id, E.embedding))
     if method == "hybrid":
         used = [r["sid"][-1] for r in retired] + ([prev.agg(F.max(F.element_at(S.sid, -1))).first()[0]] if frozen else [])
         resolved = fill_item_ordinals(resolved, first_ordinal=max([u for u in used if u is not None], default=-1) + 1)

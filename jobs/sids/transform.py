@@ -20,10 +20,13 @@ def with_prefix(df: DataFrame, column: str, levels: int) -> DataFrame:
     return df.withColumn(PREFIX, F.slice(column, 1, levels - 1) if levels > 1 else F.array().cast(ArrayType(IntegerType())))
 
 
-def resolve(current: DataFrame, taken: DataFrame, codebook, *, method: str, length: int) -> DataFrame:
+def resolve(current: DataFrame, taken: DataFrame, codebook, *, method: str, length: int, vectors: DataFrame) -> DataFrame:
     """Resolve collisions per prefix group (cogroup of current items and taken SIDs, by level-1 code).
 
-    ``current``: item_id, codes, kept_sid (nullable), embedding. ``taken``: sid (retired SIDs).
+    ``current``: item_id, codes, kept_sid (nullable). ``taken``: sid (retired SIDs). ``vectors``:
+    item_id, embedding, of which only the items whose raw code another item or an occupied SID also
+    has are joined in (``reassign`` prices moves by their vectors; nothing else needs one), so the
+    vectors of the other 99% of items never cross the shuffle.
     Returns item_id, sid, resolution; hybrid item ordinals are filled by :func:`fill_item_ordinals`.
     """
     import numpy as np
@@ -55,7 +58,8 @@ def resolve(current: DataFrame, taken: DataFrame, codebook, *, method: str, leng
         out[S.sid] = [np.asarray(s, dtype=np.int32) for s in out[S.sid]]
         return out
 
-    cur = with_prefix(current, S.codes, levels)
+    cur = with_prefix(with_colliding_vectors(current, taken, vectors, levels) if method == "reassign" else current,
+                      S.codes, levels)
     # kept items are grouped by their kept SID's prefix (equal to the raw prefix under a frozen codebook)
     cur = cur.withColumn(PREFIX, F.coalesce(F.slice(KEPT, 1, levels - 1), F.col(PREFIX))) if levels > 1 else cur
     tk = with_prefix(taken, S.sid, levels)
@@ -64,6 +68,22 @@ def resolve(current: DataFrame, taken: DataFrame, codebook, *, method: str, leng
     bucket = F.element_at(PREFIX, 1) if levels > 1 else F.lit(0)
     return (cur.withColumn(BUCKET, bucket).groupBy(BUCKET)
             .cogroup(tk.withColumn(BUCKET, bucket).groupBy(BUCKET)).applyInPandas(fn, schema))
+
+
+def with_colliding_vectors(current: DataFrame, taken: DataFrame, vectors: DataFrame, levels: int) -> DataFrame:
+    """``current`` plus ``embedding``, non-null for every item :func:`tokenizer.resolve.resolve_group`
+    may move: a free item whose raw code equals another item's code or an occupied (kept or taken)
+    SID's first ``levels`` entries. Their ids are few (the raw collisions), so they are broadcast and
+    the vectors table is filtered where it is read, not shuffled."""
+    key = "_key"
+    keys = (
+        current.select(F.col(S.codes).alias(key))
+        .unionByName(current.where(F.col(KEPT).isNotNull()).select(F.slice(KEPT, 1, levels).alias(key)))
+        .unionByName(taken.select(F.slice(S.sid, 1, levels).alias(key)))
+    )
+    shared = keys.groupBy(key).count().where("count > 1").select(F.col(key).alias(S.codes))
+    movable = current.where(F.col(KEPT).isNull()).join(shared, S.codes, "left_semi").select(S.item_id)
+    return current.join(vectors.join(F.broadcast(movable), S.item_id), S.item_id, "left")
 
 
 def max_group_size(current: DataFrame, taken: DataFrame, levels: int) -> int:
