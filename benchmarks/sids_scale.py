@@ -108,7 +108,7 @@ def run_size(spark, base: Path, n: int, vectors: np.ndarray, items: list[dict], 
     from jobs.codebook.main import run as run_codebook
     from jobs.common.layout import RunLayout
     from jobs.common.pipeline_config import PipelineConfig
-    from jobs.common.stage import Inputs, StageContext
+    from jobs.common.stage import GateFailed, Inputs, StageContext
     from jobs.sids.main import run as run_sids
     from tokenizer.codebook import Codebook
 
@@ -126,7 +126,13 @@ def run_size(spark, base: Path, n: int, vectors: np.ndarray, items: list[dict], 
     row = {"items": n}
     for name, fn in (("codebook", run_codebook), ("sids", run_sids), ("check", run_check)):
         started = time.perf_counter()
-        result = fn(ctx)
+        try:
+            result = fn(ctx)
+        except GateFailed as exc:  # the check stage stopping a run is a result too (jittered copies can crowd)
+            row[f"{name}_seconds"] = time.perf_counter() - started
+            row[f"{name}_gate_failed"] = str(exc)
+            print(f"  {n:>9,} items  {name:<9} gate failed: {exc}", flush=True)
+            break
         row[f"{name}_seconds"] = time.perf_counter() - started
         row[f"{name}_metrics"] = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str, type(None)))}
         row["driver_peak_rss_mib_after_" + name] = peak_rss_mib()
@@ -143,7 +149,7 @@ def run_size(spark, base: Path, n: int, vectors: np.ndarray, items: list[dict], 
     row["faiss_compute_codes_seconds"] = time.perf_counter() - started
     row["sids_items_per_s"] = n / row["sids_seconds"]
     row["ratio_sids_stage_over_bare_encode"] = row["bare_encode_seconds"] / row["sids_seconds"]
-    row["raw_collision_rate"] = row["sids_metrics"].get("raw_collision_rate")
+    row["raw_collision_rate"] = row.get("sids_metrics", {}).get("raw_collision_rate")
     return row
 
 
@@ -159,7 +165,7 @@ def print_table(rows: list[dict]) -> None:
             f"{r['bare_encode_seconds']:.1f} s",
             f"{r['faiss_compute_codes_seconds']:.1f} s",
             f"{r['ratio_sids_stage_over_bare_encode']:.2f}x",
-            f"{r['check_seconds']:.1f} s",
+            f"{r['check_seconds']:.1f} s" + (" (gate failed)" if "check_gate_failed" in r else "") if "check_seconds" in r else "-",
             f"{r['raw_collision_rate']:.2%}" if r["raw_collision_rate"] is not None else "-",
             f"{max(v for k, v in r.items() if k.startswith('driver_peak')):,.0f} MiB",
         ]))
