@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 from codebook_scale import scaled_embeddings
+from embed_throughput import load_items
 from sid_quality import CATALOG as SAMPLE_CATALOG
 from sid_quality import load_embeddings
 
@@ -81,20 +82,6 @@ def write_inputs(layout, vectors: np.ndarray, base_items: list[dict], *, files: 
             schema=EMBEDDINGS,
         )
         pq.write_table(table, layout.embeddings / part_file(f))
-
-
-def load_sample_items() -> list[dict]:
-    from schemas.catalog import CATALOG
-
-    with open(SAMPLE_CATALOG, encoding="utf-8") as fh:
-        items = [json.loads(line) for line in fh]
-    names = set(CATALOG.names)
-    for item in items:
-        item.update(price=None, attributes=None, updated_at=None)
-        for key in list(item):
-            if key not in names:
-                del item[key]
-    return items
 
 
 def peak_rss_mib() -> float:
@@ -186,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from jobs.embed.config import EmbedConfig
 
-    items = load_sample_items()
+    items = load_items(sys.maxsize)  # every sample item; write_inputs gives each copy its own text_hash
     base_vectors = load_embeddings([json.loads(line) for line in SAMPLE_CATALOG.open()], EmbedConfig(), args.embeddings_dir)
     spark = get_session(PipelineConfig.load().spark)
     base = Path(tempfile.mkdtemp(prefix="sids_scale_"))

@@ -165,6 +165,7 @@ def resolve_groups(
     cost more than everything else.
     """
     if len(frame) == 0:
+        # object dtype: an empty list column must not be inferred as float64 (Arrow cannot make list<int> of it)
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in ("item_id", "sid", "resolution")})
     frame = frame.sort_values("item_id", kind="stable").reset_index(drop=True)
     codes = np.stack([np.asarray(c, dtype=np.int64) for c in frame["codes"]])

@@ -11,6 +11,7 @@ from schemas.embeddings import C as E
 from tokenizer.errors import EmbeddingError
 
 MAX_NAMED = 10
+PROBLEM = "problem"  # column of validate_embeddings' bad rows: which check a vector failed
 
 
 def embedding_space(df: DataFrame) -> dict[str, Any]:
@@ -33,16 +34,15 @@ def validate_embeddings(df: DataFrame, dim: int) -> None:
     from pyspark import StorageLevel
 
     wrong_dim, not_finite = f"have the wrong dimension (expected {dim})", "contain NaN or inf"
-    problem = "problem"
     bad = df.select(E.item_id, E.embedding).mapInArrow(
-        _bad_vectors(dim, wrong_dim, not_finite), f"{E.item_id} string, {problem} string"
+        _bad_vectors(dim, wrong_dim, not_finite), f"{E.item_id} string, {PROBLEM} string"
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = {r[problem]: r["count"] for r in bad.groupBy(problem).count().collect()}
+        counts = {r[PROBLEM]: r["count"] for r in bad.groupBy(PROBLEM).count().collect()}
         for what in (wrong_dim, not_finite):  # a wrong dimension is reported first, as it hides the values
             if counts.get(what):
                 total = counts[what]
-                named = [r[0] for r in bad.where(F.col(problem) == what).select(E.item_id).orderBy(E.item_id).limit(MAX_NAMED).collect()]
+                named = [r[0] for r in bad.where(F.col(PROBLEM) == what).select(E.item_id).orderBy(E.item_id).limit(MAX_NAMED).collect()]
                 more = f" (+{total - len(named)} more)" if total > len(named) else ""
                 raise EmbeddingError(f"{total} embeddings {what}: items {', '.join(named)}{more}")
     finally:
@@ -70,7 +70,7 @@ def _bad_vectors(dim: int, wrong_dim: str, not_finite: str):
             if wrong.any() or nonfinite.any():
                 picked = np.flatnonzero(wrong | nonfinite)
                 yield pa.RecordBatch.from_arrays(
-                    [ids.take(picked), pa.array(np.where(wrong[picked], wrong_dim, not_finite))], [E.item_id, "problem"]
+                    [ids.take(picked), pa.array(np.where(wrong[picked], wrong_dim, not_finite))], [E.item_id, PROBLEM]
                 )
 
     return find

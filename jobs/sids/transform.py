@@ -50,9 +50,6 @@ def resolve(current: DataFrame, taken: DataFrame, codebook, *, method: str, leng
         return cb.level_costs(cb.residuals(emb, cb.levels - 1), cb.levels - 1, prefixes=raw)
 
     def fn(cur: pd.DataFrame, tk: pd.DataFrame) -> pd.DataFrame:
-        if len(cur) == 0:
-            # object dtype: an empty list column must not be inferred as float64 (Arrow cannot make list<int> of it)
-            return pd.DataFrame({c: pd.Series([], dtype=object) for c in (S.item_id, S.sid, S.resolution)})
         out = resolve_groups(cur, method=method, levels=levels, codebook_size=k, length=length,
                              taken=[list(s) for s in tk[S.sid]] if len(tk) else (), last_level_costs=costs)
         out[S.sid] = [np.asarray(s, dtype=np.int32) for s in out[S.sid]]
